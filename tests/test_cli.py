@@ -17,7 +17,10 @@ def test_ich_meta_on_real_samples(rsna_samples, tmp_path):
     assert len(m) == 121 and m.study_id.nunique() == 120
     variants = m.groupby(['bits_stored', 'pixel_representation', 'intercept']).size().to_dict()
     assert variants == {(16, 1, -1024.0): 71, (12, 0, -1024.0): 49, (12, 0, -1000.0): 1}
-    assert '(16, 1, -1024): 71' in r.stdout and 'problems: none' in r.stdout
+    assert '(16, 1, -1024): 71' in r.stdout
+    others = sorted(p.name for p in rsna_samples.iterdir() if p.suffix != '.dcm')   # e.g. a README: reported, not read
+    assert (f'{len(others)} file(s) could not be used' in r.stdout) if others else ('problems: none' in r.stdout)
+    for name in others: assert f'{name}: not a DICOM file' in r.stdout
     run('ich-meta', rsna_samples, '--out', tmp_path/'m.parquet', '--quiet')
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path/'m.parquet'), m, check_dtype=False)
 

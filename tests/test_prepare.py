@@ -76,6 +76,7 @@ def test_killed_and_resumed_equals_uninterrupted(rsna_subset, reference, tmp_pat
     assert not json.loads((out/'cache.json').read_text())['complete']
     n2 = prepare_killed(rsna_subset, out, n1 + 40, '--chunk-size', '4', '--n-workers', '1')  # resume, kill again
     assert n2 >= n1 + 40
+    print(f"killed after {n1} and {n2} of 150 chunks")
     r = prepare(rsna_subset, out, '--chunk-size', '4', '--n-workers', '2')                  # resume to the end
     assert r.returncode == 0, r.stderr
     same_cache(out, reference)
