@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: demo test venv sync clean-nbs
+.PHONY: demo test venv sync browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ich-demo $(OUT)
 
-test: $(STAMP)
+# headless Chromium renders the triage report in a test; installed from Debian when missing and we are root
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium"; \
+	    else echo "note: install Chromium (e.g. 'sudo apt-get install chromium') for the report test"; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/python tools/sync.py --check
 	$(BIN)/python -m pytest
 
