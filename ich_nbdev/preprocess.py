@@ -135,12 +135,6 @@ def hflip(x, # array or tensor, (..., H, W)
 # %% ../nbs/05_preprocess.ipynb #f9cb5e36
 DEFAULT_WINDOWS = 'brain,subdural,bone'
 
-def _level_width(windows) -> list:
-    "`(level, width)` pairs from window names, pairs, or the `(name, level, width)` triples of `parse_windows`."
-    if not isinstance(windows, str) and all(isinstance(w, (tuple, list)) and len(w) == 3 for w in windows):
-        return [(float(l), float(w)) for _, l, w in windows]
-    return [(l, w) for _, l, w in parse_windows(windows)]
-
 def preprocess_hu(hu:np.ndarray, # 2-D slice in HU
                   spacing:tuple, # (row, column) pixel size in mm
                   size:int=256, # side of the output square, pixels
@@ -157,7 +151,7 @@ def preprocess_hu(hu:np.ndarray, # 2-D slice in HU
     canvas = np.full((size, size), AIR_HU, np.float32)
     t, l = (size-oh)//2, (size-ow)//2
     canvas[t:t+oh, l:l+ow] = _interpolate(hu[top:bottom, left:right], (oh, ow))
-    x = stack_windows(canvas, _level_width(windows))    # a new float32 array in [0, 1]: scale it in place
+    x = stack_windows(canvas, windows)    # a new float32 array in [0, 1]: scale it in place
     x *= np.float32(255); x += np.float32(0.5)
     return x.astype(np.uint8)                            # = to_uint8(x), without its copy and clip
 

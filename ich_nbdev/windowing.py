@@ -52,6 +52,8 @@ def _one_window(item):
     if _is_pair(item):
         l, w = float(item[0]), float(item[1])
         return (f"{l:g}/{w:g}", l, w)
+    if isinstance(item, (tuple, list)) and len(item) == 3 and isinstance(item[0], str):   # our own output
+        return (item[0], float(item[1]), float(item[2]))
     raise ValueError(f"cannot read a window from {item!r}: give a name ({', '.join(WINDOWS)}), "
                      f"'level/width' or a (level, width) pair")
 
