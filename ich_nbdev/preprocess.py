@@ -52,8 +52,11 @@ def resample(hu:np.ndarray, # 2-D slice
     return _interpolate(hu, (max(1, round(h*sr/mm)), max(1, round(w*sc/mm))))
 
 # %% ../nbs/05_preprocess.ipynb #ac423e56
-def _coarse_step(spacing, coarse_mm):
-    return max(1, int(round(coarse_mm/min(spacing))))
+def _coarse_grid(spacing, coarse_mm, erode_mm):
+    "Checked spacing, the coarse grid's step in pixels, and the erosions that make `erode_mm` on it."
+    sr, sc = _check_spacing(spacing)
+    step = max(1, int(round(coarse_mm/min(sr, sc))))
+    return sr, sc, step, max(1, int(round(erode_mm/(step*min(sr, sc)))))
 
 def _erode3x3(m:np.ndarray) -> np.ndarray:
     "Binary erosion by a 3 × 3 square, outside the image counting as empty (`ndimage.binary_erosion`, 5× faster here)."
@@ -71,10 +74,9 @@ def head_mask(hu:np.ndarray, # 2-D slice in HU
               erode_mm:float=3.0, # erosion radius that cuts the table and headrest off the head
              ) -> np.ndarray:
     "Coarse boolean mask of the tissue left after thresholding and eroding `hu` (the input of `head_bbox`)."
-    sr, sc = _check_spacing(spacing)
-    step = _coarse_step((sr, sc), coarse_mm)
+    _, _, step, k = _coarse_grid(spacing, coarse_mm, erode_mm)
     mask = hu[step//2::step, step//2::step] > threshold
-    for _ in range(max(1, int(round(erode_mm/(step*min(sr, sc)))))): mask = _erode3x3(mask)
+    for _ in range(k): mask = _erode3x3(mask)
     return mask
 
 def head_bbox(hu:np.ndarray, # 2-D slice in HU
@@ -85,9 +87,7 @@ def head_bbox(hu:np.ndarray, # 2-D slice in HU
               min_area_mm2:float=100, # smaller largest components are not a head: return None
              ) -> tuple|None:
     "`(top, bottom, left, right)` pixel box of the head (largest tissue component), or None when there is none."
-    sr, sc = _check_spacing(spacing)
-    step = _coarse_step((sr, sc), coarse_mm)
-    k = max(1, int(round(erode_mm/(step*min(sr, sc)))))
+    sr, sc, step, k = _coarse_grid(spacing, coarse_mm, erode_mm)
     labels, n = ndimage.label(head_mask(hu, (sr, sc), threshold, coarse_mm, erode_mm))
     if n == 0: return None
     areas = np.bincount(labels.ravel())[1:]
