@@ -17,8 +17,8 @@ from pydicom.uid import (UID, ImplicitVRLittleEndian, ExplicitVRLittleEndian, De
                          RLELossless, JPEG2000TransferSyntaxes, JPEGTransferSyntaxes, JPEGLSTransferSyntaxes)
 
 # %% auto #0
-__all__ = ['DicomError', 'DicomWarning', 'missing_decoder_reason', 'read_dicom', 'stored_values', 'needs_pxrepr_fix',
-           'hu_from_dicom', 'header_variant', 'load_hu']
+__all__ = ['DicomError', 'DicomWarning', 'missing_decoder_reason', 'read_dicom', 'stored_values', 'pxrepr_fix_applies',
+           'needs_pxrepr_fix', 'stored_to_hu', 'hu_from_dicom', 'header_variant', 'load_hu']
 
 # %% ../nbs/03_dicom.ipynb #ee39a187
 class DicomError(ValueError):
@@ -132,10 +132,24 @@ def _tag_float(ds, key):
     except (TypeError, ValueError): return None
     return v if v is not None and math.isfinite(v) else None
 
+def pxrepr_fix_applies(bits_stored, pixel_representation, intercept) -> bool:
+    "The rule of the RSNA fix: 12-bit unsigned values with an intercept above −100 (air stored near 3096)."
+    return pixel_representation == 0 and bits_stored == 12 and intercept is not None and intercept > -100
+
 def needs_pxrepr_fix(ds:pydicom.Dataset) -> bool:
     "Is `ds` one of the 12-bit unsigned RSNA slices whose air is stored near 3096 (intercept above −100)?"
-    icpt = _tag_float(ds, 'RescaleIntercept')
-    return ds.get('PixelRepresentation') == 0 and ds.get('BitsStored') == 12 and icpt is not None and icpt > -100
+    return pxrepr_fix_applies(ds.get('BitsStored'), ds.get('PixelRepresentation'), _tag_float(ds, 'RescaleIntercept'))
+
+def stored_to_hu(px:np.ndarray, # stored integer values
+                 slope:float, intercept:float, # the rescale
+                 fix:bool=False, # apply the RSNA 12-bit repair first (the intercept becomes −1000)
+                ) -> tuple[np.ndarray, float]:
+    "Float32 HU from stored values (one copy), and the intercept used."
+    hu = px.astype(np.float32)
+    if fix: hu += 1000; hu[hu >= 4096] -= 4096; intercept = -1000.0
+    if slope != 1: hu *= np.float32(slope)
+    if intercept: hu += np.float32(intercept)
+    return hu, intercept
 
 def _hu(ds, fix_pxrepr=True):
     "HU image, fixes applied, warnings; shared by `hu_from_dicom` and `load_hu`."
@@ -146,12 +160,9 @@ def _hu(ds, fix_pxrepr=True):
         gone = ' and '.join(k for k, v in (('RescaleSlope', slope), ('RescaleIntercept', icpt)) if v is None)
         notes.append(f"{_name(ds)}: no usable {gone}; assumed slope 1 and intercept 0, so the values may not be HU")
         slope, icpt = slope or 1.0, 0.0 if icpt is None else icpt
-    hu = stored_values(ds).astype(np.float32)          # the one copy
-    if fix_pxrepr and needs_pxrepr_fix(ds):
-        hu += 1000; hu[hu >= 4096] -= 4096; icpt = -1000.0
-        fixes.append('pxrepr')
-    if slope != 1: hu *= np.float32(slope)
-    if icpt: hu += np.float32(icpt)
+    fix = fix_pxrepr and needs_pxrepr_fix(ds)
+    if fix: fixes.append('pxrepr')
+    hu, icpt = stored_to_hu(stored_values(ds), slope, icpt, fix)
     return hu, fixes, notes, (slope, icpt)
 
 def hu_from_dicom(ds:pydicom.Dataset, # a slice read by `read_dicom`

@@ -17,7 +17,7 @@ from fastcore.script import call_parse
 
 import ich_nbdev
 from .data import SUBTYPES, find_rsna, read_labels, dicom_files, read_dicom_header
-from .dicom import DicomError, load_hu
+from .dicom import DicomError, load_hu, pxrepr_fix_applies, stored_to_hu
 from .windowing import parse_windows, stack_windows
 
 # %% auto #0
@@ -178,15 +178,10 @@ def _plain_hu(path, fix_pxrepr):
     px = np.frombuffer(buf, '<i2' if signed else '<u2', count=rows*cols, offset=at).reshape(rows, cols)
     shift = 16 - stored
     if shift: px = (px << shift) >> shift               # keep BitsStored bits, sign-extended when signed
-    hu = px.astype(np.float32)
-    fixes, icpt0 = [], icpt
-    if fix_pxrepr and signed == 0 and stored == 12 and icpt > -100:   # `needs_pxrepr_fix`, see ich_nbdev.dicom
-        hu += 1000; hu[hu >= 4096] -= 4096; icpt = -1000.0
-        fixes.append('pxrepr')
-    if slope != 1: hu *= np.float32(slope)
-    if icpt: hu += np.float32(icpt)
-    return hu, dict(path=str(path), spacing=(sr, sc), fixes=fixes, warnings=[], header=(stored, signed, icpt0),
-                    rescale=(slope, icpt), photometric=h['photometric'], meta=h)
+    fix = fix_pxrepr and pxrepr_fix_applies(stored, signed, icpt)
+    hu, icpt_used = stored_to_hu(px, slope, icpt, fix)
+    return hu, dict(path=str(path), spacing=(sr, sc), fixes=['pxrepr'] if fix else [], warnings=[], header=(stored, signed, icpt),
+                    rescale=(slope, icpt_used), photometric=h['photometric'], meta=h)
 
 def load_hu_fast(path, # a DICOM file
                  fix_pxrepr:bool=True, # repair 12-bit unsigned RSNA slices whose air is stored near 3096
