@@ -35,7 +35,7 @@ def make_learner(arch, dls):
 def seconds_per_epoch(learn, n=6):
     "Time `n` training steps (after one warm-up step) on a throw-away copy of the weights; scale to an epoch."
     state = {k: v.clone() for k, v in learn.model.state_dict().items()}
-    learn.create_opt(); learn.model.train()
+    learn.model.to(learn.dls.device); learn.create_opt(); learn.model.train()   # `fit` would move it there too
     it = iter(learn.dls.train)
     def step():
         xb, yb = next(it)
