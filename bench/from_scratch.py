@@ -15,7 +15,7 @@ import numpy as np, torch, torch.nn as nn
 from fastai.learner import Learner
 from fastai.optimizer import RAdam
 from ich_nbdev.synth import synth_sample
-from ich_nbdev.learner import synth_cache, cache_dls, ich_learner, ich_loss, ich_metrics, predict_rows
+from ich_nbdev.learner import synth_cache, cache_dls, ich_learner, ich_loss, ich_metrics, predict_rows, check_arch, LearnerSetupError
 from ich_nbdev.metrics import metrics_summary, prior_log_loss
 warnings.filterwarnings('ignore')
 
@@ -58,13 +58,16 @@ def main():
     ap.add_argument('--lr', type=float, default=5e-3); ap.add_argument('--n-studies', type=int, default=40)
     ap.add_argument('--seed', type=int, default=42)
     a = ap.parse_args()
+    archs = [s.strip() for s in a.archs.split(',') if s.strip()]
+    try: [check_arch(arch) for arch in archs if arch != 'plain_cnn']      # before any data is built or trained on
+    except LearnerSetupError as e: raise SystemExit(f"bench/from_scratch.py: {e}")
     data = synth_sample(n_studies=a.n_studies)
     cache = synth_cache(size=a.size, data_dir=data)
     dev = 'GPU' if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
     print(f"{dev}; synthetic sample of {a.n_studies} training studies, cache {a.size} px; batch {a.bs}, lr {a.lr:g}, "
           f"budget {a.budget:g} s of training per architecture")
     rows = []
-    for arch in a.archs.split(','):
+    for arch in archs:
         torch.manual_seed(a.seed); np.random.seed(a.seed)
         dls = cache_dls(cache, bs=a.bs, seed=a.seed)
         learn = make_learner(arch, dls)

@@ -1,0 +1,36 @@
+"The benchmark scripts' own checks: clear messages on bad settings and on a machine without a GPU, and a tiny run."
+import os, re, subprocess, sys
+from pathlib import Path
+import pytest, torch
+
+ROOT = Path(__file__).parents[1]
+
+def run(*args, env=None):
+    return subprocess.run([*map(str, args)], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+def test_from_scratch_unknown_arch():
+    r = run(sys.executable, 'bench/from_scratch.py', '--archs', 'plain_cnn,mobilenet_v9')
+    assert r.returncode != 0
+    assert "bench/from_scratch.py: unknown architecture 'mobilenet_v9'" in r.stderr
+    assert 'similar timm names' in r.stderr
+
+def test_from_scratch_tiny_run():
+    r = run(sys.executable, 'bench/from_scratch.py', '--archs', 'plain_cnn', '--budget', '2', '--size', '64')
+    assert r.returncode == 0, r.stderr
+    m = re.search(r'plain_cnn .* weighted log loss ([\d.]+) \(prior-only ([\d.]+): \d+% (below|above)\)  AUC\(any\) ([\d.]+)', r.stdout)
+    assert m, r.stdout
+    loss, prior, auc = float(m[1]), float(m[2]), float(m[4])
+    assert loss > 0 and prior > 0 and 0 <= auc <= 1
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on a machine without a GPU')
+def test_gpu_sh_without_gpu():
+    r = run('bash', 'bench/gpu.sh', env={'PYTHON': sys.executable, 'ICH_BENCH_ALLOW_CPU': '0'})
+    assert r.returncode == 3
+    assert 'bench/gpu.sh: no CUDA GPU visible to torch' in r.stderr
+    assert 'ICH_BENCH_ALLOW_CPU=1 runs a tiny CPU check' in r.stderr
+
+def test_gpu_py_bad_steps():
+    r = run(sys.executable, 'bench/gpu.py', '--steps', '0', env={'ICH_BENCH_ALLOW_CPU': '1'})
+    assert r.returncode != 0
+    assert '--warmup and --steps must be at least 1' in r.stderr
