@@ -40,9 +40,10 @@ def seconds_per_epoch(learn, n=6):
     def step():
         xb, yb = next(it)
         loss = learn.loss_func(learn.model(xb), yb); loss.backward(); learn.opt.step(); learn.opt.zero_grad()
-    step(); step(); t = time.perf_counter()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)   # GPU work is asynchronous
+    step(); step(); sync(); t = time.perf_counter()
     for _ in range(n): step()
-    per_step = (time.perf_counter() - t) / n
+    sync(); per_step = (time.perf_counter() - t) / n
     learn.model.load_state_dict(state); learn.opt = None
     return per_step * len(learn.dls.train)
 
@@ -85,7 +86,7 @@ def main():
               f"{m['weighted_log_loss']:.4f} (prior-only {prior:.4f}: {vs_prior(m['weighted_log_loss'], prior)})  "
               f"AUC(any) {m['auc_any']:.3f}", flush=True)
     base = [r for r in rows if r[0] == 'plain_cnn']
-    if base:
+    if base and len(rows) > 1:
         print("against plain_cnn (weighted log loss ratio, AUC(any) difference):")
         for r in rows:
             if r[0] != 'plain_cnn': print(f"  {r[0]:16s} {r[4]/base[0][4]:.2f}x  {r[6]-base[0][6]:+.3f}")

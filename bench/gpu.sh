@@ -24,6 +24,10 @@
 #        architecture     mode                        train sl/s  infer sl/s  peak train  peak infer   secs
 #        resnet50         AMP fp16 + channels_last          ...         ...    ... GiB     ... GiB    ...
 #    the ratio of AMP + channels_last to the fp32 baseline, and the seconds of each phase.
+#    With ICH_BENCH_SCRATCH set (arguments for bench/from_scratch.py, e.g. "--budget 40 --n-studies 200"), it then
+#    trains the plain CNN baseline, MobileNetV2 and EfficientNet-B2 from scratch for that many seconds each on this
+#    device and prints the weighted log loss against the prior-only baseline and AUC(any) (limit:
+#    ICH_BENCH_SCRATCH_TIMEOUT, 300 s by default).
 # Environment: PYTHON (interpreter, default python3), ICH_BENCH_WHEELS (wheel folder, default bench/wheels),
 # ICH_BENCH_SITE (install folder), ICH_BENCH_TIMEOUT (seconds for the Python run), ICH_CACHE (synthetic data and
 # cache; default /tmp/ich-bench-cache), ICH_BENCH_ALLOW_CPU=1 (no GPU: a tiny CPU run that only checks the script).
@@ -142,5 +146,16 @@ rc=0
 timeout --kill-after=10 "$LIMIT" "$PY" -u "$HERE/gpu.py" "$@" || rc=$?
 T_RUN=$(secs "$t" "$(now)")
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then echo "bench/gpu.sh: the benchmark passed its limit of $LIMIT s (ICH_BENCH_TIMEOUT) and was stopped." >&2; fi
-echo "bench/gpu.sh phases (s): GPU check $T_CHECK, install $T_INSTALL, benchmark $T_RUN; total $(secs "$T0" "$(now)")"
+
+# 4. optional: what each architecture learns from scratch in a fixed training time (bench/from_scratch.py)
+T_SCRATCH=skipped
+if [ "$rc" = 0 ] && [ -n "${ICH_BENCH_SCRATCH:-}" ]; then
+  t=$(now)
+  echo "from scratch, on this device: bench/from_scratch.py $ICH_BENCH_SCRATCH"
+  # shellcheck disable=SC2086
+  timeout --kill-after=10 "${ICH_BENCH_SCRATCH_TIMEOUT:-300}" "$PY" -u "$HERE/from_scratch.py" $ICH_BENCH_SCRATCH || rc=$?
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then echo "bench/gpu.sh: bench/from_scratch.py passed its limit of ${ICH_BENCH_SCRATCH_TIMEOUT:-300} s (ICH_BENCH_SCRATCH_TIMEOUT) and was stopped." >&2; fi
+  T_SCRATCH=$(secs "$t" "$(now)")
+fi
+echo "bench/gpu.sh phases (s): GPU check $T_CHECK, install $T_INSTALL, benchmark $T_RUN, from scratch $T_SCRATCH; total $(secs "$T0" "$(now)")"
 exit "$rc"
