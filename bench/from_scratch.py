@@ -2,7 +2,7 @@
 loss on held-out patients against the prior-only baseline, and AUC(any).
 
     python bench/from_scratch.py [--archs plain_cnn,mobilenetv2_100,efficientnet_b2] [--budget 120] [--size 128]
-                                 [--bs 32] [--lr 5e-3] [--n-studies 40]
+                                 [--bs 32] [--lr 5e-3] [--n-studies 40] [--slices 24]
 
 Every run uses the same cache, folds, loss (BCE), optimiser (RAdam) and `fit_one_cycle`; the number of epochs is
 what fits in `--budget` seconds at the step rate measured on a few batches first. The named baseline is
@@ -14,7 +14,7 @@ import argparse, time, warnings
 import numpy as np, torch, torch.nn as nn
 from fastai.learner import Learner
 from fastai.optimizer import RAdam
-from ich_nbdev.synth import synth_sample
+from ich_nbdev.synth import synth_sample, SynthError
 from ich_nbdev.learner import synth_cache, cache_dls, ich_learner, ich_loss, ich_metrics, predict_rows, check_arch, LearnerSetupError
 from ich_nbdev.metrics import metrics_summary, prior_log_loss
 warnings.filterwarnings('ignore')
@@ -57,15 +57,17 @@ def main():
     ap.add_argument('--budget', type=float, default=120, help='training seconds per architecture')
     ap.add_argument('--size', type=int, default=128); ap.add_argument('--bs', type=int, default=32)
     ap.add_argument('--lr', type=float, default=5e-3); ap.add_argument('--n-studies', type=int, default=40)
+    ap.add_argument('--slices', type=int, default=24, help='slices per synthetic study (fewer: more heads per slice)')
     ap.add_argument('--seed', type=int, default=42)
     a = ap.parse_args()
     archs = [s.strip() for s in a.archs.split(',') if s.strip()]
     try: [check_arch(arch) for arch in archs if arch != 'plain_cnn']      # before any data is built or trained on
     except LearnerSetupError as e: raise SystemExit(f"bench/from_scratch.py: {e}")
-    data = synth_sample(n_studies=a.n_studies)
+    try: data = synth_sample(n_studies=a.n_studies, slices=a.slices)
+    except SynthError as e: raise SystemExit(f"bench/from_scratch.py: {e}")
     cache = synth_cache(size=a.size, data_dir=data)
     dev = 'GPU' if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
-    print(f"{dev}; synthetic sample of {a.n_studies} training studies, cache {a.size} px; batch {a.bs}, lr {a.lr:g}, "
+    print(f"{dev}; synthetic sample of {a.n_studies} training studies of {a.slices} slices, cache {a.size} px; batch {a.bs}, lr {a.lr:g}, "
           f"budget {a.budget:g} s of training per architecture")
     rows = []
     for arch in archs:

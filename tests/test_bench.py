@@ -15,6 +15,11 @@ def test_from_scratch_unknown_arch():
     assert "bench/from_scratch.py: unknown architecture 'mobilenet_v9'" in r.stderr
     assert 'similar timm names' in r.stderr
 
+def test_from_scratch_bad_sample():
+    r = run(sys.executable, 'bench/from_scratch.py', '--archs', 'plain_cnn', '--slices', '2')
+    assert r.returncode != 0
+    assert 'bench/from_scratch.py: slices must be at least 3' in r.stderr
+
 def test_from_scratch_tiny_run():
     r = run(sys.executable, 'bench/from_scratch.py', '--archs', 'plain_cnn', '--budget', '2', '--size', '64')
     assert r.returncode == 0, r.stderr
