@@ -17,7 +17,7 @@ from fastcore.parallel import parallel
 from fastcore.script import call_parse
 
 # %% auto #0
-__all__ = ['SUBTYPES', 'META_COLUMNS', 'RSNAPaths', 'find_rsna', 'LabelError', 'labels_long_to_wide', 'read_labels',
+__all__ = ['SUBTYPES', 'META_COLUMNS', 'RSNAPaths', 'find_rsna', 'LabelError', 'show_ids', 'labels_long_to_wide', 'read_labels',
            'labels_to_long', 'DicomHeaderError', 'first_number', 'read_dicom_header', 'NoDicomError', 'dicom_files',
            'dicom_meta', 'patient_folds', 'write_table', 'ich_meta']
 
@@ -57,7 +57,8 @@ def find_rsna(path, # an RSNA data folder, as downloaded from Kaggle or written 
 class LabelError(ValueError):
     "A label table that cannot be trusted."
 
-def _show_ids(ids, n=8):
+def show_ids(ids, n:int=8) -> str:
+    "The first `n` of `ids` for a message, with the count when there are more."
     ids = list(ids)
     return ', '.join(map(str, ids[:n])) + (f' … ({len(ids)} in all)' if len(ids) > n else '')
 
@@ -75,22 +76,22 @@ def labels_long_to_wide(long:pd.DataFrame, # Kaggle format: columns `ID` (`ID_<i
     parts = df['ID'].str.rsplit('_', n=1, expand=True)
     if parts.shape[1] < 2 or parts[1].isna().any():
         bad = df['ID'][parts[1].isna()] if parts.shape[1] > 1 else df['ID']
-        raise LabelError(f"{source}: IDs not of the form ID_<image>_<subtype>: {_show_ids(bad)}")
+        raise LabelError(f"{source}: IDs not of the form ID_<image>_<subtype>: {show_ids(bad)}")
     df['image_id'], df['subtype'] = parts[0], parts[1]
     unknown = sorted(set(df['subtype']) - set(SUBTYPES))
-    if unknown: raise LabelError(f"{source}: unknown subtype(s) {_show_ids(unknown)}; known: {', '.join(SUBTYPES)}")
+    if unknown: raise LabelError(f"{source}: unknown subtype(s) {show_ids(unknown)}; known: {', '.join(SUBTYPES)}")
     lab = pd.to_numeric(df['Label'], errors='coerce')
     bad = ~lab.isin([0, 1])
-    if bad.any(): raise LabelError(f"{source}: labels must be 0 or 1; bad rows: {_show_ids(df['ID'][bad] + '=' + df['Label'][bad].astype(str))}")
+    if bad.any(): raise LabelError(f"{source}: labels must be 0 or 1; bad rows: {show_ids(df['ID'][bad] + '=' + df['Label'][bad].astype(str))}")
     df['Label'] = lab.astype('int8')
     conflict = df.duplicated('ID', keep=False)
-    if conflict.any(): raise LabelError(f"{source}: duplicate rows disagree for {_show_ids(df['ID'][conflict].unique())}")
+    if conflict.any(): raise LabelError(f"{source}: duplicate rows disagree for {show_ids(df['ID'][conflict].unique())}")
     wide = df.pivot(index='image_id', columns='subtype', values='Label')
     wide = wide.reindex(columns=SUBTYPES)
     incomplete = wide.isna().any(axis=1)
     if incomplete.any():
         desc = [f"{i} (no {', '.join(c for c in SUBTYPES if pd.isna(wide.at[i, c]))})" for i in wide.index[incomplete][:8]]
-        raise LabelError(f"{source}: {incomplete.sum()} image(s) lack a subtype: {_show_ids(desc)}")
+        raise LabelError(f"{source}: {incomplete.sum()} image(s) lack a subtype: {show_ids(desc)}")
     wide = wide.astype('int8')
     wide.columns.name = None
     wide.attrs['dropped_duplicates'] = int(n_dupes)

@@ -20,8 +20,8 @@ with warnings.catch_warnings():  # fastai's import calls torch.jit.script, which
     from fastai.learner import Learner, load_learner
 
 import ich_nbdev
-from .data import SUBTYPES, find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomError, _show_ids
-from .preprocess import preprocess_file, open_cache, CacheError, _reason
+from .data import SUBTYPES, find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomError, show_ids
+from .preprocess import preprocess_file, open_cache, CacheError, problem_reason
 from .windowing import parse_windows
 from .learner import synth_cache, train_model, predict_images, predict_rows, CacheRows, LearnerSetupError
 from .metrics import metrics_table, prior_log_loss
@@ -95,7 +95,7 @@ def _preprocess_chunk(paths:list, size:int, windows:str):
             warnings.simplefilter('ignore')
             for i, p in enumerate(paths):
                 try: x[len(ok)] = preprocess_file(p, size, windows)[0]
-                except Exception as e: problems.append(dict(path=str(p), reason=_reason(e, p))); continue
+                except Exception as e: problems.append(dict(path=str(p), reason=problem_reason(e, p))); continue
                 ok.append(i)
     finally: torch.set_num_threads(threads)
     return x[:len(ok)], ok, problems
@@ -192,7 +192,7 @@ def _require(want, # image ids that must be there
     if not len(missing): return
     why = _file_reasons(problems)
     listed = [f"{i} ({why[i]})" if i in why else i for i in missing[:8]]
-    raise SubmissionError(f"{len(missing)} image(s) {what}: {_show_ids(listed + list(missing[8:]))}" + (f"; {then}" if then else ''))
+    raise SubmissionError(f"{len(missing)} image(s) {what}: {show_ids(listed + list(missing[8:]))}" + (f"; {then}" if then else ''))
 
 # %% ../nbs/11_inference.ipynb #fa5ab0b0
 def _cache_channels(learn:Learner, info:dict, cache_dir) -> list:
@@ -256,7 +256,7 @@ def _split_ids(ids:pd.Series, source:str) -> pd.DataFrame:
     parts = ids.str.rsplit('_', n=1, expand=True).reindex(columns=[0, 1])
     bad = ~ids.str.startswith('ID_') | parts[1].isna() | ~parts[1].isin(SUBTYPES)
     if bad.any(): raise SubmissionError(f"{source}: {bad.sum()} ID(s) not of the form ID_<image>_<subtype> with a subtype "
-                                        f"in {', '.join(SUBTYPES)}: {_show_ids(ids[bad])}")
+                                        f"in {', '.join(SUBTYPES)}: {show_ids(ids[bad])}")
     return pd.DataFrame({'image_id': parts[0], 'subtype': parts[1]})
 
 def check_submission(sub:pd.DataFrame, # the table to check: columns `ID`, `Label`
@@ -268,20 +268,20 @@ def check_submission(sub:pd.DataFrame, # the table to check: columns `ID`, `Labe
     ids, errors = sub['ID'].astype(str), []
     lab = pd.to_numeric(sub['Label'], errors='coerce')
     for mask, what in ((lab.isna(), 'no number (NaN or text)'), ((lab < 0) | (lab > 1), 'outside [0, 1]')):
-        if mask.any(): errors.append(f"{mask.sum()} label(s) {what}: {_show_ids(ids[mask] + '=' + sub['Label'][mask].astype(str))}")
+        if mask.any(): errors.append(f"{mask.sum()} label(s) {what}: {show_ids(ids[mask] + '=' + sub['Label'][mask].astype(str))}")
     dup = ids.duplicated()
-    if dup.any(): errors.append(f"{dup.sum()} duplicate ID(s): {_show_ids(ids[dup].unique())}")
+    if dup.any(): errors.append(f"{dup.sum()} duplicate ID(s): {show_ids(ids[dup].unique())}")
     if expected_ids is None:
         parts = _split_ids(ids, 'submission')
         n = parts.drop_duplicates().groupby('image_id').size()
         if (n != len(SUBTYPES)).any(): errors.append(f"{(n != len(SUBTYPES)).sum()} image(s) lack some of the six subtypes: "
-                                                     f"{_show_ids(n.index[n != len(SUBTYPES)])}")
+                                                     f"{show_ids(n.index[n != len(SUBTYPES)])}")
     else:
         want = pd.Index(_ids_of(expected_ids, 'sample submission') if isinstance(expected_ids, (str, Path, pd.DataFrame))
                         else pd.Index(list(map(str, expected_ids))))
         missing, extra = want.difference(ids), pd.Index(ids).difference(want)
-        if len(missing): errors.append(f"{len(missing)} expected ID(s) missing: {_show_ids(missing)}")
-        if len(extra): errors.append(f"{len(extra)} ID(s) not expected: {_show_ids(extra)}")
+        if len(missing): errors.append(f"{len(missing)} expected ID(s) missing: {show_ids(missing)}")
+        if len(extra): errors.append(f"{len(extra)} ID(s) not expected: {show_ids(extra)}")
     if errors: raise SubmissionError('submission not valid: ' + '; '.join(errors))
     return sub
 
@@ -295,10 +295,10 @@ def submission(preds:pd.DataFrame, # one row per image: `image_id` and the six p
     missing_cols = [c for c in ['image_id', *SUBTYPES] if c not in preds.columns]
     if missing_cols: raise SubmissionError(f"predictions lack column(s) {', '.join(missing_cols)}")
     dup = preds['image_id'].duplicated()
-    if dup.any(): raise SubmissionError(f"{dup.sum()} image(s) predicted twice: {_show_ids(preds['image_id'][dup])}")
+    if dup.any(): raise SubmissionError(f"{dup.sum()} image(s) predicted twice: {show_ids(preds['image_id'][dup])}")
     p = preds[SUBTYPES].to_numpy(np.float64)
     bad = ~np.isfinite(p).all(1)
-    if bad.any(): raise SubmissionError(f"{bad.sum()} image(s) with NaN or infinite predictions: {_show_ids(preds['image_id'][bad])}")
+    if bad.any(): raise SubmissionError(f"{bad.sum()} image(s) with NaN or infinite predictions: {show_ids(preds['image_id'][bad])}")
     if clip is not None: p = np.clip(p, *clip)
     sub = labels_to_long(pd.DataFrame(p, columns=SUBTYPES, index=preds['image_id'].astype(str).to_numpy()))
     if sample_submission is None: return check_submission(sub)
@@ -306,7 +306,7 @@ def submission(preds:pd.DataFrame, # one row per image: `image_id` and the six p
     want = _split_ids(ids, str(sample_submission) if not isinstance(sample_submission, pd.DataFrame) else 'sample submission')
     _require(want['image_id'], preds['image_id'].astype(str), problems)
     extra = pd.Index(preds['image_id'].astype(str)).difference(want['image_id'])
-    if len(extra): raise SubmissionError(f"{len(extra)} predicted image(s) are not in the sample submission: {_show_ids(extra)}; "
+    if len(extra): raise SubmissionError(f"{len(extra)} predicted image(s) are not in the sample submission: {show_ids(extra)}; "
                                          "is it the sample submission of this test set?")
     sub = sub.set_index('ID').loc[ids.to_numpy()].reset_index()
     return check_submission(sub, ids)

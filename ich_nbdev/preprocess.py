@@ -22,8 +22,8 @@ from .windowing import parse_windows, stack_windows
 
 # %% auto #0
 __all__ = ['AIR_HU', 'DEFAULT_WINDOWS', 'CACHE_FORMAT', 'resample', 'head_mask', 'head_bbox', 'pad_square', 'resize', 'to_uint8',
-           'hflip', 'preprocess_hu', 'load_hu_fast', 'preprocess_file', 'CacheError', 'cache_splits', 'build_cache',
-           'cache_report', 'open_cache', 'cache_read_speed', 'ich_prepare']
+           'hflip', 'preprocess_hu', 'load_hu_fast', 'preprocess_file', 'CacheError', 'cache_splits', 'problem_reason',
+           'build_cache', 'cache_report', 'open_cache', 'cache_read_speed', 'ich_prepare']
 
 # %% ../nbs/05_preprocess.ipynb #97500f8c
 AIR_HU = -1000.  # Hounsfield units of air: the value of everything added around the head
@@ -262,7 +262,8 @@ def _die_with_parent():
         except (OSError, AttributeError): pass
         _die_with_parent.done = True
 
-def _reason(e:Exception, path) -> str:
+def problem_reason(e:Exception, path) -> str:
+    "Why `path` could not be read, from the exception `e`, for a table of skipped files (without the path itself)."
     if isinstance(e, DicomError): return e.reason
     msg = str(e)
     for prefix in (f"{path}: ", f"{Path(path).name}: "):
@@ -295,7 +296,7 @@ def _build_chunk(task, # (split, chunk number, first row, relative paths, source
                     head = info['meta'] or read_dicom_header(path)   # the header parser's own error, if it has one
                 except Exception as e:
                     buf[i] = 0
-                    problems.append(dict(split=split, path=rel, reason=_reason(e, path)))
+                    problems.append(dict(split=split, path=rel, reason=problem_reason(e, path)))
                     continue
                 sr, sc = info['spacing']
                 rows.append(dict(row=start+i, **{f: head[f] for f in _INDEX_FIELDS}, spacing_row=float(sr),
