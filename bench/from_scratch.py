@@ -2,7 +2,7 @@
 loss on held-out patients against the prior-only baseline, and AUC(any).
 
     python bench/from_scratch.py [--archs plain_cnn,mobilenetv2_100,efficientnet_b2] [--budget 120] [--size 128]
-                                 [--bs 32] [--lr 5e-3] [--n-studies 40] [--slices 24]
+                                 [--bs 32] [--lr 5e-3] [--n-studies 40] [--slices 24] [--prior-bias]
 
 Every run uses the same cache, folds, loss (BCE), optimiser (RAdam) and `fit_one_cycle`; the number of epochs is
 what fits in `--budget` seconds at the step rate measured on a few batches first. The named baseline is
@@ -15,7 +15,7 @@ import numpy as np, torch, torch.nn as nn
 from fastai.learner import Learner
 from fastai.optimizer import RAdam
 from ich_nbdev.synth import synth_sample, SynthError
-from ich_nbdev.learner import synth_cache, cache_dls, ich_learner, ich_loss, ich_metrics, predict_rows, check_arch, LearnerSetupError
+from ich_nbdev.learner import synth_cache, cache_dls, ich_learner, ich_loss, ich_metrics, predict_rows, check_arch, LearnerSetupError, set_prior_bias
 from ich_nbdev.metrics import metrics_summary, prior_log_loss
 warnings.filterwarnings('ignore')
 
@@ -26,10 +26,11 @@ def plain_cnn(n_in=3, n_out=6):
     return nn.Sequential(block(n_in, 16), block(16, 32), block(32, 64), block(64, 128),
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, n_out))
 
-def make_learner(arch, dls):
-    if arch != 'plain_cnn': return ich_learner(dls, arch, pretrained=False, loss='bce')
+def make_learner(arch, dls, prior_bias=False):
+    if arch != 'plain_cnn': return ich_learner(dls, arch, pretrained=False, loss='bce', prior_bias=prior_bias)
     learn = Learner(dls, plain_cnn(len(dls.ich['channels'])), loss_func=ich_loss('bce'), opt_func=RAdam, metrics=ich_metrics())
     learn.ich = dict(dls.ich, arch=arch, n_in=len(dls.ich['channels']))
+    if prior_bias: set_prior_bias(learn)
     return learn.to_channelslast(use_amp=False)
 
 def seconds_per_epoch(learn, n=6):
@@ -59,6 +60,7 @@ def main():
     ap.add_argument('--lr', type=float, default=5e-3); ap.add_argument('--n-studies', type=int, default=40)
     ap.add_argument('--slices', type=int, default=24, help='slices per synthetic study (fewer: more heads per slice)')
     ap.add_argument('--seed', type=int, default=42)
+    ap.add_argument('--prior-bias', action='store_true', help="start every model's outputs at the class frequencies")
     a = ap.parse_args()
     archs = [s.strip() for s in a.archs.split(',') if s.strip()]
     try: [check_arch(arch) for arch in archs if arch != 'plain_cnn']      # before any data is built or trained on
@@ -68,12 +70,13 @@ def main():
     cache = synth_cache(size=a.size, data_dir=data)
     dev = 'GPU' if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
     print(f"{dev}; synthetic sample of {a.n_studies} training studies of {a.slices} slices, cache {a.size} px; batch {a.bs}, lr {a.lr:g}, "
-          f"budget {a.budget:g} s of training per architecture")
+          f"budget {a.budget:g} s of training per architecture"
+          f"{'; output bias at the class log-odds' if a.prior_bias else ''}")
     rows = []
     for arch in archs:
         torch.manual_seed(a.seed); np.random.seed(a.seed)
         dls = cache_dls(cache, bs=a.bs, seed=a.seed)
-        learn = make_learner(arch, dls)
+        learn = make_learner(arch, dls, a.prior_bias)
         learn.logger = lambda *a, **k: None                # one line per architecture, not one per epoch
         epochs = max(1, int(a.budget / seconds_per_epoch(learn)))
         t = time.perf_counter()

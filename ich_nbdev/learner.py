@@ -10,7 +10,7 @@ import json, os, time, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
-import torch.nn.functional as F
+import torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
 from fastcore.basics import noop
@@ -36,8 +36,8 @@ from .metrics import (CLASS_WEIGHTS, WeightedLogLoss, MacroPrecision, MacroRecal
 
 # %% auto #0
 __all__ = ['synth_cache', 'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'cache_dls',
-           'loader_speed', 'ich_loss', 'ich_metrics', 'check_arch', 'ich_learner', 'predict_rows', 'predict_images',
-           'train_model', 'ich_train']
+           'loader_speed', 'ich_loss', 'ich_metrics', 'check_arch', 'set_prior_bias', 'ich_learner', 'predict_rows',
+           'predict_images', 'train_model', 'ich_train']
 
 # %% ../nbs/07_learner.ipynb #3770ed8b
 def _cache_root(): return Path(os.environ.get('ICH_CACHE', '~/.cache/ich_nbdev')).expanduser()
@@ -211,12 +211,33 @@ def check_arch(arch:str) -> str:
     raise LearnerSetupError(f"unknown architecture '{arch}'" + (f"; similar timm names: {', '.join(close)}" if close else
                             "; see timm.list_models()"))
 
+def set_prior_bias(learn:Learner, y=None, # labels `(n, 6)` to take the frequencies from (default: the training rows')
+                   weight_scale:float=0.1, # scale of the layer's initial weights
+                  ) -> torch.Tensor:
+    "Give the model's last linear layer a bias at each class' log-odds and smaller weights; return the bias."
+    y = np.asarray(learn.dls.train.dataset.y if y is None else y, dtype=np.float64)
+    names = [n for n, m in learn.model.named_modules() if isinstance(m, nn.Linear)]
+    if not names: raise LearnerSetupError("prior_bias: the model has no linear output layer to set")
+    *parent, leaf = names[-1].split('.')
+    owner = learn.model.get_submodule('.'.join(parent))
+    old = getattr(owner, leaf)
+    if old.out_features != y.shape[1]:
+        raise LearnerSetupError(f"prior_bias: the last linear layer has {old.out_features} outputs, the labels {y.shape[1]} columns")
+    freq = y.mean(0).clip(1e-3, 1 - 1e-3)
+    new = nn.Linear(old.in_features, old.out_features, bias=True).to(old.weight.device, old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(old.weight * weight_scale)
+        new.bias.copy_(torch.as_tensor(np.log(freq / (1 - freq)), dtype=new.bias.dtype))
+    setattr(owner, leaf, new)
+    return new.bias.detach()
+
 def ich_learner(dls:DataLoaders, # from `cache_dls`
                 arch:str='mobilenetv2_100', # any timm model name
                 pretrained=False, # False: from scratch; True: ImageNet weights from the hub; or a local weights file
                 loss:str='bce', # 'bce' or 'weighted_bce'
                 channels_last:bool=True, # channels-last memory format (plus mixed precision on a GPU)
                 path=None, # where `save`/`export` write (default: the current folder)
+                prior_bias:bool=False, # start the outputs at the training classes' frequencies (`set_prior_bias`)
                 **kwargs, # passed on to `vision_learner`
                ) -> Learner:
     "A fastai `Learner`: timm backbone, 6 sigmoid outputs, BCE or weighted BCE, RAdam, the challenge metrics."
@@ -236,10 +257,11 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
         raise LearnerSetupError(f"could not load pretrained weights for '{arch}' ({type(e).__name__}: {str(e)[:200]}). "
                                 "Without network access pass pretrained=False (train from scratch) or the path of a local "
                                 "weights file.") from e
+    if prior_bias: set_prior_bias(learn)
     on_gpu = next(learn.model.parameters()).is_cuda or (dls.device is not None and torch.device(dls.device).type == 'cuda')
     if channels_last: learn.to_channelslast(use_amp=on_gpu)
     elif on_gpu: learn.to_fp16()
-    learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, pretrained=bool(pretrained), n_in=n_in)
+    learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, pretrained=bool(pretrained), n_in=n_in, prior_bias=prior_bias)
     return learn
 
 # %% ../nbs/07_learner.ipynb #728dee38
@@ -300,13 +322,14 @@ def train_model(cache_dir, # a finished cache with labels
                 lr:float|None=None, # maximum learning rate; None: `lr_find`'s suggestion
                 loss:str='bce', pretrained=False, balanced:bool=False, valid_fold:int=0, n_folds:int=5,
                 num_workers:int=0, seed:int=42, progress:bool=True,
+                prior_bias:bool=False, # start the outputs at the training classes' frequencies
                ) -> dict:
     "Train on a cache and write `history.csv`, `model.pkl`, `valid_preds.csv`, `metrics.json` and figures to `out`."
     out = Path(out).expanduser(); out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed); np.random.seed(seed)
     dls = cache_dls(cache_dir, windows=windows, valid_fold=valid_fold, n_folds=n_folds, bs=bs, size=size,
                     balanced=balanced, num_workers=num_workers, seed=seed)
-    learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, path=out)
+    learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, path=out, prior_bias=prior_bias)
     if not progress: learn.logger = noop                   # no per-epoch lines printed either
     t0 = time.time()
     ctx = (lambda: learn.no_bar()) if not progress else (lambda: __import__('contextlib').nullcontext())
@@ -326,7 +349,7 @@ def train_model(cache_dir, # a finished cache with labels
     preds.to_csv(out/'valid_preds.csv', index=False)
     summary = metrics_summary(val.y, p)
     summary.update(prior_log_loss=float(prior_log_loss(dls.train.dataset.y, val.y)), arch=arch, lr=lr, epochs=epochs,
-                   bs=bs, size=dls.ich['size'], channels=dls.ich['channels'], loss=loss, pretrained=bool(pretrained),
+                   bs=bs, size=dls.ich['size'], channels=dls.ich['channels'], loss=loss, pretrained=bool(pretrained), prior_bias=prior_bias,
                    train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
                    train_slices_per_s=round(epochs * len(dls.train.dataset) / train_secs, 1))
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
@@ -351,13 +374,14 @@ def ich_train(cache_dir:str, # a cache from ich-prepare (with a labelled train s
               seed:int=42, # random seed
               out:str='train-out', # output folder
               quiet:bool=False, # no progress bars
+              prior_bias:bool=False, # start the output layer at the training classes' log-odds
              ):
     "Train a model on a cache; write the log, the exported model, validation predictions and metrics to OUT."
     pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
     try:
         r = train_model(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss,
                         pretrained=pre, balanced=balanced, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
-                        seed=seed, progress=not quiet)
+                        seed=seed, progress=not quiet, prior_bias=prior_bias)
     except (LearnerSetupError, CacheError, FileNotFoundError) as e: raise SystemExit(f"ich-train: {e}")
     print(f"ich-train: {arch}, {r['train_slices']} train / {r['valid_slices']} valid slices, {r['train_seconds']:.0f} s; "
           f"weighted log loss {r['weighted_log_loss']:.4f} (prior-only {r['prior_log_loss']:.4f}), "
