@@ -15,9 +15,7 @@ from fastcore.basics import num_cpus
 from fastcore.parallel import parallel
 from fastcore.script import call_parse
 from fastprogress.fastprogress import progress_bar
-with warnings.catch_warnings():  # fastai's import calls torch.jit.script, which newer torch flags as deprecated
-    warnings.filterwarnings('ignore', message='.*torch.jit.script.*', category=FutureWarning)
-    from fastai.learner import Learner, load_learner
+from fastai.learner import Learner, load_learner
 
 import ich_nbdev
 from .data import SUBTYPES, find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomError, show_ids

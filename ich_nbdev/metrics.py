@@ -11,10 +11,7 @@ import numpy as np, pandas as pd
 import torch
 import matplotlib.pyplot as plt
 from sklearn.metrics import roc_auc_score, roc_curve
-import warnings
-with warnings.catch_warnings():  # fastai's import calls torch.jit.script, which newer torch flags as deprecated
-    warnings.filterwarnings('ignore', message='.*torch.jit.script.*', category=FutureWarning)
-    from fastai.metrics import AccumMetric, ActivationType, accuracy_multi
+from fastai.metrics import AccumMetric, ActivationType, accuracy_multi
 
 from .data import SUBTYPES
 
