@@ -2,7 +2,7 @@
 loss on held-out patients against the prior-only baseline, and AUC(any).
 
     python bench/from_scratch.py [--archs plain_cnn,mobilenetv2_100,efficientnet_b2] [--budget 120] [--size 128]
-                                 [--bs 32] [--lr 5e-3] [--n-studies 40] [--slices 24] [--prior-bias]
+                                 [--bs 32] [--lr 5e-3] [--n-studies 40] [--slices 24] [--prior-bias] [--zero-init] [--wd 0.05]
 
 Every run uses the same cache, folds, loss (BCE), optimiser (RAdam) and `fit_one_cycle`; the number of epochs is
 what fits in `--budget` seconds at the step rate measured on a few batches first. The named baseline is
@@ -26,9 +26,10 @@ def plain_cnn(n_in=3, n_out=6):
     return nn.Sequential(block(n_in, 16), block(16, 32), block(32, 64), block(64, 128),
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, n_out))
 
-def make_learner(arch, dls, prior_bias=False):
-    if arch != 'plain_cnn': return ich_learner(dls, arch, pretrained=False, loss='bce', prior_bias=prior_bias)
-    learn = Learner(dls, plain_cnn(len(dls.ich['channels'])), loss_func=ich_loss('bce'), opt_func=RAdam, metrics=ich_metrics())
+def make_learner(arch, dls, prior_bias=False, zero_init=False, wd=None):
+    if arch != 'plain_cnn':
+        return ich_learner(dls, arch, pretrained=False, loss='bce', prior_bias=prior_bias, zero_init=zero_init, wd=wd)
+    learn = Learner(dls, plain_cnn(len(dls.ich['channels'])), loss_func=ich_loss('bce'), opt_func=RAdam, metrics=ich_metrics(), wd=wd)
     learn.ich = dict(dls.ich, arch=arch, n_in=len(dls.ich['channels']))
     if prior_bias: set_prior_bias(learn)
     return learn.to_channelslast(use_amp=False)
@@ -61,6 +62,8 @@ def main():
     ap.add_argument('--slices', type=int, default=24, help='slices per synthetic study (fewer: more heads per slice)')
     ap.add_argument('--seed', type=int, default=42)
     ap.add_argument('--prior-bias', action='store_true', help="start every model's outputs at the class frequencies")
+    ap.add_argument('--zero-init', action='store_true', help="start the timm models' residual blocks as the identity")
+    ap.add_argument('--wd', type=float, default=None, help='decoupled weight decay (default: none)')
     a = ap.parse_args()
     archs = [s.strip() for s in a.archs.split(',') if s.strip()]
     try: [check_arch(arch) for arch in archs if arch != 'plain_cnn']      # before any data is built or trained on
@@ -71,12 +74,13 @@ def main():
     dev = 'GPU' if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'
     print(f"{dev}; synthetic sample of {a.n_studies} training studies of {a.slices} slices, cache {a.size} px; batch {a.bs}, lr {a.lr:g}, "
           f"budget {a.budget:g} s of training per architecture"
-          f"{'; output bias at the class log-odds' if a.prior_bias else ''}")
+          f"{'; output bias at the class log-odds' if a.prior_bias else ''}"
+          f"{'; residual blocks start as the identity' if a.zero_init else ''}{f'; weight decay {a.wd:g}' if a.wd else ''}")
     rows = []
     for arch in archs:
         torch.manual_seed(a.seed); np.random.seed(a.seed)
         dls = cache_dls(cache, bs=a.bs, seed=a.seed)
-        learn = make_learner(arch, dls, a.prior_bias)
+        learn = make_learner(arch, dls, a.prior_bias, a.zero_init, a.wd)
         learn.logger = lambda *a, **k: None                # one line per architecture, not one per epoch
         epochs = max(1, int(a.budget / seconds_per_epoch(learn)))
         t = time.perf_counter()

@@ -36,8 +36,8 @@ from .metrics import (CLASS_WEIGHTS, WeightedLogLoss, MacroPrecision, MacroRecal
 
 # %% auto #0
 __all__ = ['synth_cache', 'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'cache_dls',
-           'loader_speed', 'ich_loss', 'ich_metrics', 'check_arch', 'set_prior_bias', 'ich_learner', 'predict_rows',
-           'predict_images', 'train_model', 'ich_train']
+           'loader_speed', 'ich_loss', 'ich_metrics', 'check_arch', 'set_prior_bias', 'zero_init_residual',
+           'ich_learner', 'predict_rows', 'predict_images', 'train_model', 'ich_train']
 
 # %% ../nbs/07_learner.ipynb #3770ed8b
 def _cache_root(): return Path(os.environ.get('ICH_CACHE', '~/.cache/ich_nbdev')).expanduser()
@@ -231,6 +231,17 @@ def set_prior_bias(learn:Learner, y=None, # labels `(n, 6)` to take the frequenc
     setattr(owner, leaf, new)
     return new.bias.detach()
 
+def zero_init_residual(model:nn.Module) -> int:
+    "Zero the scale of the last batch norm in each residual block, so that every block starts as the identity; return how many."
+    n = 0
+    for m in model.modules():
+        if callable(getattr(m, 'zero_init_last', None)): m.zero_init_last(); n += 1     # timm's ResNet-style blocks
+        elif getattr(m, 'has_skip', False):                                           # timm's MobileNet / EfficientNet blocks
+            norms = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+            if norms: nn.init.zeros_(norms[-1].weight); n += 1
+    if not n: raise LearnerSetupError("zero_init: the model has no residual blocks to start as the identity")
+    return n
+
 def ich_learner(dls:DataLoaders, # from `cache_dls`
                 arch:str='mobilenetv2_100', # any timm model name
                 pretrained=False, # False: from scratch; True: ImageNet weights from the hub; or a local weights file
@@ -238,12 +249,15 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
                 channels_last:bool=True, # channels-last memory format (plus mixed precision on a GPU)
                 path=None, # where `save`/`export` write (default: the current folder)
                 prior_bias:bool=False, # start the outputs at the training classes' frequencies (`set_prior_bias`)
+                zero_init:bool=False, # start every residual block as the identity (`zero_init_residual`); from scratch only
                 **kwargs, # passed on to `vision_learner`
                ) -> Learner:
     "A fastai `Learner`: timm backbone, 6 sigmoid outputs, BCE or weighted BCE, RAdam, the challenge metrics."
     check_arch(arch)
     n_in = len(dls.ich['channels']) if hasattr(dls, 'ich') else 3
     model_kw = {}
+    if zero_init and pretrained is not False:
+        raise LearnerSetupError("zero_init is for training from scratch: it would overwrite the pretrained weights' batch-norm scales")
     if pretrained not in (True, False):
         weights = Path(pretrained).expanduser()
         if not weights.is_file(): raise LearnerSetupError(f"pretrained weights file {weights} not found")
@@ -257,11 +271,13 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
         raise LearnerSetupError(f"could not load pretrained weights for '{arch}' ({type(e).__name__}: {str(e)[:200]}). "
                                 "Without network access pass pretrained=False (train from scratch) or the path of a local "
                                 "weights file.") from e
+    if zero_init: zero_init_residual(learn.model)
     if prior_bias: set_prior_bias(learn)
     on_gpu = next(learn.model.parameters()).is_cuda or (dls.device is not None and torch.device(dls.device).type == 'cuda')
     if channels_last: learn.to_channelslast(use_amp=on_gpu)
     elif on_gpu: learn.to_fp16()
-    learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, pretrained=bool(pretrained), n_in=n_in, prior_bias=prior_bias)
+    learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, pretrained=bool(pretrained), n_in=n_in, prior_bias=prior_bias,
+                     zero_init=zero_init)
     return learn
 
 # %% ../nbs/07_learner.ipynb #728dee38
@@ -323,13 +339,16 @@ def train_model(cache_dir, # a finished cache with labels
                 loss:str='bce', pretrained=False, balanced:bool=False, valid_fold:int=0, n_folds:int=5,
                 num_workers:int=0, seed:int=42, progress:bool=True,
                 prior_bias:bool=False, # start the outputs at the training classes' frequencies
+                zero_init:bool=False, # start every residual block as the identity (from scratch only)
+                wd:float|None=None, # decoupled weight decay (default: RAdam's, none)
                ) -> dict:
     "Train on a cache and write `history.csv`, `model.pkl`, `valid_preds.csv`, `metrics.json` and figures to `out`."
     out = Path(out).expanduser(); out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed); np.random.seed(seed)
     dls = cache_dls(cache_dir, windows=windows, valid_fold=valid_fold, n_folds=n_folds, bs=bs, size=size,
                     balanced=balanced, num_workers=num_workers, seed=seed)
-    learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, path=out, prior_bias=prior_bias)
+    learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, path=out, prior_bias=prior_bias,
+                        zero_init=zero_init, wd=wd)
     if not progress: learn.logger = noop                   # no per-epoch lines printed either
     t0 = time.time()
     ctx = (lambda: learn.no_bar()) if not progress else (lambda: __import__('contextlib').nullcontext())
@@ -350,7 +369,7 @@ def train_model(cache_dir, # a finished cache with labels
     summary = metrics_summary(val.y, p)
     summary.update(prior_log_loss=float(prior_log_loss(dls.train.dataset.y, val.y)), arch=arch, lr=lr, epochs=epochs,
                    bs=bs, size=dls.ich['size'], channels=dls.ich['channels'], loss=loss, pretrained=bool(pretrained), prior_bias=prior_bias,
-                   train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
+                   zero_init=zero_init, wd=wd, train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
                    train_slices_per_s=round(epochs * len(dls.train.dataset) / train_secs, 1))
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     (out/'metrics.json').write_text(json.dumps(summary, indent=1))
@@ -375,13 +394,16 @@ def ich_train(cache_dir:str, # a cache from ich-prepare (with a labelled train s
               out:str='train-out', # output folder
               quiet:bool=False, # no progress bars
               prior_bias:bool=False, # start the output layer at the training classes' log-odds
+              zero_init:bool=False, # start every residual block as the identity (from scratch only)
+              wd:float=None, # decoupled weight decay (default: none)
              ):
     "Train a model on a cache; write the log, the exported model, validation predictions and metrics to OUT."
     pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
     try:
         r = train_model(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss,
                         pretrained=pre, balanced=balanced, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
-                        seed=seed, progress=not quiet, prior_bias=prior_bias)
+                        seed=seed, progress=not quiet, prior_bias=prior_bias,
+                        zero_init=zero_init, wd=wd)
     except (LearnerSetupError, CacheError, FileNotFoundError) as e: raise SystemExit(f"ich-train: {e}")
     print(f"ich-train: {arch}, {r['train_slices']} train / {r['valid_slices']} valid slices, {r['train_seconds']:.0f} s; "
           f"weighted log loss {r['weighted_log_loss']:.4f} (prior-only {r['prior_log_loss']:.4f}), "
