@@ -3,6 +3,7 @@ loss on held-out patients against the prior-only baseline, and AUC(any).
 
     python bench/from_scratch.py [--archs plain_cnn,mobilenetv2_100,efficientnet_b2] [--budget 120] [--size 128]
                                  [--bs 32] [--lr 5e-3] [--n-studies 40] [--slices 24] [--prior-bias] [--zero-init] [--wd 0.05]
+                                 [--drop-path 0.2]
 
 Every run uses the same cache, folds, loss (BCE), optimiser (RAdam) and `fit_one_cycle`; the number of epochs is
 what fits in `--budget` seconds at the step rate measured on a few batches first. The named baseline is
@@ -26,9 +27,10 @@ def plain_cnn(n_in=3, n_out=6):
     return nn.Sequential(block(n_in, 16), block(16, 32), block(32, 64), block(64, 128),
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, n_out))
 
-def make_learner(arch, dls, prior_bias=False, zero_init=False, wd=None):
+def make_learner(arch, dls, prior_bias=False, zero_init=False, wd=None, drop_path=0.):
     if arch != 'plain_cnn':
-        return ich_learner(dls, arch, pretrained=False, loss='bce', prior_bias=prior_bias, zero_init=zero_init, wd=wd)
+        return ich_learner(dls, arch, pretrained=False, loss='bce', prior_bias=prior_bias, zero_init=zero_init, wd=wd,
+                            drop_path=drop_path)
     learn = Learner(dls, plain_cnn(len(dls.ich['channels'])), loss_func=ich_loss('bce'), opt_func=RAdam, metrics=ich_metrics(), wd=wd)
     learn.ich = dict(dls.ich, arch=arch, n_in=len(dls.ich['channels']))
     if prior_bias: set_prior_bias(learn)
@@ -64,6 +66,7 @@ def main():
     ap.add_argument('--prior-bias', action='store_true', help="start every model's outputs at the class frequencies")
     ap.add_argument('--zero-init', action='store_true', help="start the timm models' residual blocks as the identity")
     ap.add_argument('--wd', type=float, default=None, help='decoupled weight decay (default: none)')
+    ap.add_argument('--drop-path', type=float, default=0., help="stochastic depth rate of the timm models' residual blocks")
     a = ap.parse_args()
     archs = [s.strip() for s in a.archs.split(',') if s.strip()]
     try: [check_arch(arch) for arch in archs if arch != 'plain_cnn']      # before any data is built or trained on
@@ -75,12 +78,13 @@ def main():
     print(f"{dev}; synthetic sample of {a.n_studies} training studies of {a.slices} slices, cache {a.size} px; batch {a.bs}, lr {a.lr:g}, "
           f"budget {a.budget:g} s of training per architecture"
           f"{'; output bias at the class log-odds' if a.prior_bias else ''}"
-          f"{'; residual blocks start as the identity' if a.zero_init else ''}{f'; weight decay {a.wd:g}' if a.wd else ''}")
+          f"{'; residual blocks start as the identity' if a.zero_init else ''}{f'; weight decay {a.wd:g}' if a.wd else ''}"
+          f"{f'; stochastic depth {a.drop_path:g}' if a.drop_path else ''}")
     rows = []
     for arch in archs:
         torch.manual_seed(a.seed); np.random.seed(a.seed)
         dls = cache_dls(cache, bs=a.bs, seed=a.seed)
-        learn = make_learner(arch, dls, a.prior_bias, a.zero_init, a.wd)
+        learn = make_learner(arch, dls, a.prior_bias, a.zero_init, a.wd, a.drop_path)
         learn.logger = lambda *a, **k: None                # one line per architecture, not one per epoch
         epochs = max(1, int(a.budget / seconds_per_epoch(learn)))
         t = time.perf_counter()

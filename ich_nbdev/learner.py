@@ -250,6 +250,7 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
                 path=None, # where `save`/`export` write (default: the current folder)
                 prior_bias:bool=False, # start the outputs at the training classes' frequencies (`set_prior_bias`)
                 zero_init:bool=False, # start every residual block as the identity (`zero_init_residual`); from scratch only
+                drop_path:float=0., # stochastic depth: the chance of skipping a residual branch in training (timm's `drop_path_rate`)
                 **kwargs, # passed on to `vision_learner`
                ) -> Learner:
     "A fastai `Learner`: timm backbone, 6 sigmoid outputs, BCE or weighted BCE, RAdam, the challenge metrics."
@@ -258,6 +259,8 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
     model_kw = {}
     if zero_init and pretrained is not False:
         raise LearnerSetupError("zero_init is for training from scratch: it would overwrite the pretrained weights' batch-norm scales")
+    if not 0 <= drop_path < 1: raise LearnerSetupError(f"drop_path must be in [0, 1), got {drop_path}")
+    if drop_path: model_kw['drop_path_rate'] = drop_path
     if pretrained not in (True, False):
         weights = Path(pretrained).expanduser()
         if not weights.is_file(): raise LearnerSetupError(f"pretrained weights file {weights} not found")
@@ -266,6 +269,9 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
     try:
         learn = vision_learner(dls, arch, pretrained=pretrained, normalize=False, n_out=len(SUBTYPES), n_in=n_in,
                                loss_func=ich_loss(loss), opt_func=RAdam, metrics=ich_metrics(), path=path, **model_kw, **kwargs)
+    except TypeError as e:
+        if 'drop_path_rate' not in str(e): raise
+        raise LearnerSetupError(f"'{arch}' has no stochastic depth (drop_path); use drop_path=0") from e
     except (OSError, RuntimeError, ValueError) as e:
         if not pretrained or 'pretrained_cfg_overlay' in model_kw and 'size mismatch' not in str(e) and 'No such file' not in str(e): raise
         raise LearnerSetupError(f"could not load pretrained weights for '{arch}' ({type(e).__name__}: {str(e)[:200]}). "
@@ -277,7 +283,7 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
     if channels_last: learn.to_channelslast(use_amp=on_gpu)
     elif on_gpu: learn.to_fp16()
     learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, pretrained=bool(pretrained), n_in=n_in, prior_bias=prior_bias,
-                     zero_init=zero_init)
+                     zero_init=zero_init, drop_path=drop_path)
     return learn
 
 # %% ../nbs/07_learner.ipynb #728dee38
@@ -341,6 +347,7 @@ def train_model(cache_dir, # a finished cache with labels
                 prior_bias:bool=False, # start the outputs at the training classes' frequencies
                 zero_init:bool=False, # start every residual block as the identity (from scratch only)
                 wd:float|None=None, # decoupled weight decay (default: RAdam's, none)
+                drop_path:float=0., # stochastic depth rate of the backbone's residual blocks
                ) -> dict:
     "Train on a cache and write `history.csv`, `model.pkl`, `valid_preds.csv`, `metrics.json` and figures to `out`."
     out = Path(out).expanduser(); out.mkdir(parents=True, exist_ok=True)
@@ -348,7 +355,7 @@ def train_model(cache_dir, # a finished cache with labels
     dls = cache_dls(cache_dir, windows=windows, valid_fold=valid_fold, n_folds=n_folds, bs=bs, size=size,
                     balanced=balanced, num_workers=num_workers, seed=seed)
     learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, path=out, prior_bias=prior_bias,
-                        zero_init=zero_init, wd=wd)
+                        zero_init=zero_init, wd=wd, drop_path=drop_path)
     if not progress: learn.logger = noop                   # no per-epoch lines printed either
     t0 = time.time()
     ctx = (lambda: learn.no_bar()) if not progress else (lambda: __import__('contextlib').nullcontext())
@@ -369,7 +376,7 @@ def train_model(cache_dir, # a finished cache with labels
     summary = metrics_summary(val.y, p)
     summary.update(prior_log_loss=float(prior_log_loss(dls.train.dataset.y, val.y)), arch=arch, lr=lr, epochs=epochs,
                    bs=bs, size=dls.ich['size'], channels=dls.ich['channels'], loss=loss, pretrained=bool(pretrained), prior_bias=prior_bias,
-                   zero_init=zero_init, wd=wd, train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
+                   zero_init=zero_init, wd=wd, drop_path=drop_path, train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
                    train_slices_per_s=round(epochs * len(dls.train.dataset) / train_secs, 1))
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     (out/'metrics.json').write_text(json.dumps(summary, indent=1))
@@ -396,6 +403,7 @@ def ich_train(cache_dir:str, # a cache from ich-prepare (with a labelled train s
               prior_bias:bool=False, # start the output layer at the training classes' log-odds
               zero_init:bool=False, # start every residual block as the identity (from scratch only)
               wd:float=None, # decoupled weight decay (default: none)
+              drop_path:float=0., # stochastic depth: chance of skipping a residual branch in training
              ):
     "Train a model on a cache; write the log, the exported model, validation predictions and metrics to OUT."
     pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
@@ -403,7 +411,7 @@ def ich_train(cache_dir:str, # a cache from ich-prepare (with a labelled train s
         r = train_model(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss,
                         pretrained=pre, balanced=balanced, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
                         seed=seed, progress=not quiet, prior_bias=prior_bias,
-                        zero_init=zero_init, wd=wd)
+                        zero_init=zero_init, wd=wd, drop_path=drop_path)
     except (LearnerSetupError, CacheError, FileNotFoundError) as e: raise SystemExit(f"ich-train: {e}")
     print(f"ich-train: {arch}, {r['train_slices']} train / {r['valid_slices']} valid slices, {r['train_seconds']:.0f} s; "
           f"weighted log loss {r['weighted_log_loss']:.4f} (prior-only {r['prior_log_loss']:.4f}), "
