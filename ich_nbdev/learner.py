@@ -348,6 +348,7 @@ def train_model(cache_dir, # a finished cache with labels
                 zero_init:bool=False, # start every residual block as the identity (from scratch only)
                 wd:float|None=None, # decoupled weight decay (default: RAdam's, none)
                 drop_path:float=0., # stochastic depth rate of the backbone's residual blocks
+                flip_tta:bool=False, # validation predictions averaged with those on the mirror images
                ) -> dict:
     "Train on a cache and write `history.csv`, `model.pkl`, `valid_preds.csv`, `metrics.json` and figures to `out`."
     out = Path(out).expanduser(); out.mkdir(parents=True, exist_ok=True)
@@ -369,14 +370,14 @@ def train_model(cache_dir, # a finished cache with labels
     _plot_history(learn, out/'loss.png')
     learn.export(out/'model.pkl')
     val = dls.valid.dataset
-    p = predict_rows(learn, val)
+    p = predict_rows(learn, val, flip_tta=flip_tta)
     preds = pd.DataFrame(p, columns=SUBTYPES); preds.insert(0, 'image_id', val.image_ids)
     preds = preds.join(pd.DataFrame(val.y.astype(int), columns=[f'{s}_label' for s in SUBTYPES]))
     preds.to_csv(out/'valid_preds.csv', index=False)
     summary = metrics_summary(val.y, p)
     summary.update(prior_log_loss=float(prior_log_loss(dls.train.dataset.y, val.y)), arch=arch, lr=lr, epochs=epochs,
                    bs=bs, size=dls.ich['size'], channels=dls.ich['channels'], loss=loss, pretrained=bool(pretrained), prior_bias=prior_bias,
-                   zero_init=zero_init, wd=wd, drop_path=drop_path, train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
+                   zero_init=zero_init, wd=wd, drop_path=drop_path, flip_tta=flip_tta, train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
                    train_slices_per_s=round(epochs * len(dls.train.dataset) / train_secs, 1))
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     (out/'metrics.json').write_text(json.dumps(summary, indent=1))
@@ -404,6 +405,7 @@ def ich_train(cache_dir:str, # a cache from ich-prepare (with a labelled train s
               zero_init:bool=False, # start every residual block as the identity (from scratch only)
               wd:float=None, # decoupled weight decay (default: none)
               drop_path:float=0., # stochastic depth: chance of skipping a residual branch in training
+              flip_tta:bool=False, # validation predictions averaged with those on the mirror images
              ):
     "Train a model on a cache; write the log, the exported model, validation predictions and metrics to OUT."
     pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
@@ -411,7 +413,7 @@ def ich_train(cache_dir:str, # a cache from ich-prepare (with a labelled train s
         r = train_model(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss,
                         pretrained=pre, balanced=balanced, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
                         seed=seed, progress=not quiet, prior_bias=prior_bias,
-                        zero_init=zero_init, wd=wd, drop_path=drop_path)
+                        zero_init=zero_init, wd=wd, drop_path=drop_path, flip_tta=flip_tta)
     except (LearnerSetupError, CacheError, FileNotFoundError) as e: raise SystemExit(f"ich-train: {e}")
     print(f"ich-train: {arch}, {r['train_slices']} train / {r['valid_slices']} valid slices, {r['train_seconds']:.0f} s; "
           f"weighted log loss {r['weighted_log_loss']:.4f} (prior-only {r['prior_log_loss']:.4f}), "
