@@ -40,7 +40,9 @@ def seconds_per_epoch(learn, n=6):
     "Time `n` training steps (after one warm-up step) on a throw-away copy of the weights; scale to an epoch."
     state = {k: v.clone() for k, v in learn.model.state_dict().items()}
     learn.model.to(learn.dls.device); learn.create_opt(); learn.model.train()   # `fit` would move it there too
-    it = iter(learn.dls.train)
+    def batches():                                          # as many as asked for, however few batches an epoch has
+        while True: yield from learn.dls.train
+    it = batches()
     def step():
         xb, yb = next(it)
         loss = learn.loss_func(learn.model(xb), yb); loss.backward(); learn.opt.step(); learn.opt.zero_grad()

@@ -21,7 +21,9 @@ def test_from_scratch_bad_sample():
     assert 'bench/from_scratch.py: slices must be at least 3' in r.stderr
 
 def test_from_scratch_tiny_run():
-    r = run(sys.executable, 'bench/from_scratch.py', '--archs', 'plain_cnn', '--budget', '2', '--size', '64')
+    # 24 studies of 4 slices: an epoch has fewer batches than the step-rate timing takes, which must not stop it
+    r = run(sys.executable, 'bench/from_scratch.py', '--archs', 'plain_cnn', '--budget', '2', '--size', '64',
+            '--n-studies', '24', '--slices', '4')
     assert r.returncode == 0, r.stderr
     m = re.search(r'plain_cnn .* weighted log loss ([\d.]+) \(prior-only ([\d.]+): \d+% (below|above)\)  AUC\(any\) ([\d.]+)', r.stdout)
     assert m, r.stdout
