@@ -41,3 +41,18 @@ def test_gpu_py_bad_steps():
     r = run(sys.executable, 'bench/gpu.py', '--steps', '0', env={'ICH_BENCH_ALLOW_CPU': '1'})
     assert r.returncode != 0
     assert '--warmup and --steps must be at least 1' in r.stderr
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU check of the script; on a GPU run bench/gpu.sh itself')
+def test_gpu_sh_cpu_check():
+    "bench/gpu.sh end to end on the CPU (ICH_BENCH_ALLOW_CPU=1): every phase runs and the table has a row per run."
+    r = run('bash', 'bench/gpu.sh', '--archs', 'mobilenetv2_100', '--baseline', 'mobilenetv2_100', '--size', '32',
+            '--bs', '4', '--steps', '2', '--warmup', '1',
+            env={'PYTHON': sys.executable, 'ICH_BENCH_ALLOW_CPU': '1', 'ICH_BENCH_TIMEOUT': '300'})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert 'a tiny CPU run that checks the script (no measurement)' in r.stdout
+    rows = re.findall(r'^mobilenetv2_100\s+(fp32 \+ channels_last \(CPU\)|fp32, default layout)\s+([\d.,]+)\s+([\d.,]+)\s+n/a\s+n/a',
+                      r.stdout, re.M)
+    assert [m[0] for m in rows] == ['fp32 + channels_last (CPU)', 'fp32, default layout'], r.stdout
+    assert all(float(v.replace(',', '')) > 0 for m in rows for v in m[1:])
+    assert re.search(r'mobilenetv2_100 fp32 \+ channels_last \(CPU\) / fp32, default layout \(baseline\): train [\d.]+x', r.stdout)
+    assert re.search(r'bench/gpu.sh phases \(s\): GPU check [\d.]+, install [\d.]+, benchmark [\d.]+, from scratch skipped', r.stdout)
