@@ -37,7 +37,7 @@ def make_learner(arch, dls, prior_bias=False, zero_init=False, wd=None, drop_pat
     return learn.to_channelslast(use_amp=False)
 
 def seconds_per_epoch(learn, n=6):
-    "Time `n` training steps (after one warm-up step) on a throw-away copy of the weights; scale to an epoch."
+    "Time `n` training steps (after two warm-up steps) on a throw-away copy of the weights; scale to an epoch."
     state = {k: v.clone() for k, v in learn.model.state_dict().items()}
     learn.model.to(learn.dls.device); learn.create_opt(); learn.model.train()   # `fit` would move it there too
     def batches():                                          # as many as asked for, however few batches an epoch has
