@@ -20,7 +20,7 @@ from fastcore.parallel import parallel
 from fastcore.script import call_parse
 
 import ich_nbdev
-from .data import SUBTYPES
+from .core import SUBTYPES, cache_root
 
 # %% auto #0
 __all__ = ['LESIONS', 'SUBTYPE_WEIGHTS', 'HEADER_VARIANTS', 'SYNTH_VERSION', 'INFO_FILE', 'SAMPLE_DEFAULTS', 'random_head',
@@ -764,7 +764,7 @@ def synth_sample(path=None, # folder for the sample; default: a cache folder nam
     params = {k: type(v)(kwargs.get(k, v)) for k, v in SAMPLE_DEFAULTS.items()}
     key = _params_key(params)
     if path is None:
-        path = Path(os.environ.get('ICH_CACHE', '~/.cache/ich_nbdev')).expanduser()/f'synth-{ich_nbdev.__version__}-{key}'
+        path = cache_root()/f'synth-{ich_nbdev.__version__}-{key}'
     path = Path(path).expanduser().absolute()
     info = read_synth_info(path)
     if info is not None and info.get('key') == key: return path
