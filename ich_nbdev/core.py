@@ -198,7 +198,8 @@ def check_arg(name:str, # the option, as the user typed it (e.g. '--size')
               hint:str='', # what to do instead
              ):
     "Raise `UsageError` when `value` is outside `[lo, hi]` or not one of `choices`; return it otherwise."
-    bad = (value is None or (lo is not None and value < lo) or (hi is not None and value > hi)
+    bad = (value is None or (isinstance(value, float) and value != value)           # NaN is in no range
+           or (lo is not None and value < lo) or (hi is not None and value > hi)
            or (choices is not None and value not in choices))
     if bad:
         want = (f"one of {', '.join(map(str, choices))}" if choices is not None else
