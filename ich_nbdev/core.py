@@ -102,7 +102,7 @@ def atomic_write(path, # the file to write (its folder is created when missing)
         os.replace(tmp, path)
         if sync: _fsync_dir(path.parent)
     except OSError as e:
-        if e.errno is None or e.filename not in (str(tmp), tmp): raise
+        if e.errno is None or e.filename not in (None, str(tmp), tmp): raise
         raise type(e)(e.errno, e.strerror, str(path)) from None    # name the file asked for, not the temporary one
     finally:
         try: tmp.unlink()
