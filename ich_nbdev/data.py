@@ -262,7 +262,8 @@ def dicom_files(folder, # searched recursively, following links to folders once;
     seen, out, todo = set(), [], [folder]
     while todo:
         d = todo.pop()
-        st = os.stat(d)
+        try: st = os.stat(d)
+        except OSError: out.append(d); continue          # gone since it was listed: its reader says so
         if (st.st_dev, st.st_ino) in seen: out.append(d); continue   # a second way into a folder (or a loop): reported
         seen.add((st.st_dev, st.st_ino))
         try:

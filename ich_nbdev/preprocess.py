@@ -393,6 +393,8 @@ def _build_lock(out:Path, progress:bool=True):
             except BlockingIOError:
                 if progress: print(f"{show_path(out)}: another ich-prepare is building this cache; waiting for it", flush=True)
                 fcntl.flock(f, fcntl.LOCK_EX)
+            except OSError as e:                           # a file system without locks (some network shares)
+                warnings.warn(f"{show_path(out)}: cannot lock the cache ({e.strerror}); do not build it twice at once")
         yield
     finally: f.close()                                 # (closing the file releases the lock)
 

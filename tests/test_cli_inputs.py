@@ -189,6 +189,28 @@ def test_prepare_relative_paths_log_and_rerun(dicoms):
     r = tool('ich-prepare', 'dicoms', '--out', 'caches/c64', '--size', '64', '--chunk-size', '8', '--quiet', cwd=dicoms, log=dicoms/'plog3')
     assert r.returncode == 0 and r.log == '', r.log
 
+def on_a_terminal(args, cwd):
+    "Run an installed command with a pseudo-terminal as its standard output; its return code and what it wrote there."
+    import pty
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != 'ICH_PROGRESS'}
+    p = subprocess.Popen([str(BIN/args[0]), *map(str, args[1:])], cwd=cwd, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    out = b''
+    while True:
+        try: chunk = os.read(master, 4096)
+        except OSError: break                          # the other end is closed
+        if not chunk: break
+        out += chunk
+    os.close(master)
+    return p.wait(timeout=600), out.decode(errors='replace')
+
+def test_prepare_live_bar_on_a_terminal(dicoms, tmp_path):
+    code, text = on_a_terminal(['ich-prepare', 'dicoms', '--out', tmp_path/'c', '--size', '64', '--chunk-size', '8', '--n-workers', '0'], dicoms)
+    assert code == 0, text
+    assert '\r' in text and '5/5' in text, repr(text)              # a bar, redrawn, to the last chunk
+    assert 'chunks of 8 files: 5 done in' not in text                # the line for logs is not printed too
+
 PREPARE_BAD = [
     (['dicoms'], 'ich-prepare: give the cache folder with --out'),
     (['dicoms', '--out', 'c', '--size', '0'], 'ich-prepare: --size must be between 16 and 2048, not 0'),
