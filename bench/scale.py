@@ -38,7 +38,7 @@ def main():
         t = time.time(); build_cache(data, cache, size=a.size, scale=scale, fov_mm=a.fov_mm, progress=False)
         print(f"{scale}: cache {cache.name} ready ({time.time() - t:.0f} s)", flush=True)
         for seed in seeds:
-            run = out/f'{scale}-seed{seed}'
+            run = out/(f'{scale}-{a.fov_mm:g}mm-seed{seed}' if scale == 'fixed' else f'{scale}-seed{seed}')
             if not (run/'metrics.json').exists():
                 t = time.time()
                 cmd = [train, str(cache), '--arch', 'mobilenetv2_100', '--size', str(a.size), '--bs', '16', '--lr', '3e-3',
@@ -48,7 +48,8 @@ def main():
                 if r.returncode: sys.exit(f"bench/scale.py: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
                 print(f"  seed {seed}: trained in {time.time() - t:.0f} s", flush=True)
             m = json.loads((run/'metrics.json').read_text())
-            rows.append(dict(scale=scale, seed=seed, **{k: m[k] for k in ('weighted_log_loss', 'prior_log_loss', 'auc_any')}))
+            rows.append(dict(scale=scale if scale == 'fit' else f'fixed {a.fov_mm:g} mm', seed=seed,
+                             **{k: m[k] for k in ('weighted_log_loss', 'prior_log_loss', 'auc_any')}))
     import pandas as pd
     df = pd.DataFrame(rows)
     print(f"\ndata: synth_sample(n_studies={a.n_studies}, slices={a.slices}); size {a.size}; "

@@ -180,7 +180,7 @@ def test_prepare_relative_paths_log_and_rerun(dicoms):
     no_redraws(r.log)
     lines = r.log.splitlines()
     assert lines[0].startswith('chunks of 8 files: 5 done in'), lines
-    assert lines[1].startswith('caches/c64 (64 px, 256 mm field of view, 4.00 mm per pixel (scale fixed), brain, subdural, bone): images: 40 slices')
+    assert lines[1].startswith('caches/c64 (64 px, head box fills the frame (scale fit), brain, subdural, bone): images: 40 slices')
     assert lines[-1].startswith('ich-prepare: 40 slices in caches/c64'), lines
     info = json.loads((dicoms/'caches'/'c64'/'cache.json').read_text())
     assert info['complete'] and info['source'] == str((dicoms/'dicoms').resolve())

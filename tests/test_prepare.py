@@ -172,5 +172,5 @@ def test_cache_from_before_the_scale_was_recorded(few, tmp_path):
     (tmp_path/'c'/'cache.json').write_text(json.dumps(info))
     r = subprocess.run([*PREPARE, str(few), '--out', str(tmp_path/'c'), '--size', SIZE, '--scale', 'fit'], capture_output=True, text=True)
     assert r.returncode == 0 and 'cache complete, nothing to do' in r.stdout, r.stdout + r.stderr
-    r = prepare(few, tmp_path/'c')
+    r = prepare(few, tmp_path/'c', '--scale', 'fixed')
     assert r.returncode == 1 and "scale='fit' (asked: 'fixed')" in r.stderr and 'ask for --scale fit' in r.stderr, r.stderr
