@@ -3,6 +3,8 @@
 on each with the same seeds; prints the validation figures of every run and the mean per framing.
 
     python bench/scale.py [--seeds 42,1,2] [--epochs 12] [--size 64] [--fov-mm 256] [--out DIR]
+    OMP_NUM_THREADS=1 python bench/scale.py ...   (on a machine whose cores are busy with other work: torch's threads
+                                                   then wait on each other and each run takes many times longer)
 
 Defaults: `synth_sample(n_studies=480, slices=4)`, caches at 64 px, and the MobileNetV2 recipe of the notebooks
 (`ich-train CACHE --arch mobilenetv2_100 --size 64 --bs 16 --lr 3e-3 --epochs 12 --prior-bias --zero-init --wd 0.05
