@@ -1,6 +1,6 @@
 """Slices per second on one core: DICOM file -> three-window 256 px uint8 slice in the training cache.
 
-    python bench/preprocess.py [--dir FOLDER] [--reads 1000] [--size 256] [--rounds 3] [--profile]
+    python bench/preprocess.py [--dir FOLDER] [--reads 1000] [--size 256] [--rounds 3] [--scale fixed|fit] [--profile]
 
 Compares, in one run, single process, one thread each, in interleaved rounds (the best round of each counts):
   ich_nbdev   `preprocess_file` alone, and the cache builder's own worker (`_build_chunk`): `preprocess_file`
@@ -9,6 +9,8 @@ Compares, in one run, single process, one thread each, in interleaved rounds (th
               to 256 -> the JPEG write of `save_jpg` (`(x*255).byte()` -> PIL, quality 90) into a temp folder
               (calling `save_jpg` on the windowed tensor would window it a second time);
   read bytes  the floor: just reading each file's bytes.
+Then the training side: random rows of the cache just written, copied into torch tensors (what the DataLoader does
+per item; target >= 1000 rows/s from the page cache).
 Files are read from the page cache (each is read once before timing). Wall-clock time decides the targets;
 CPU time is printed too, since on a machine shared with other work it is the steadier of the two.
 Default folder: the 121 real RSNA slices in ../shared/data/rsna-samples (or $ICH_RSNA_SAMPLES), repeated to at
@@ -42,8 +44,10 @@ def main():
     ap.add_argument('--reads', type=int, default=1000, help='at least this many slices per method')
     ap.add_argument('--size', type=int, default=256, help='output side, pixels')
     ap.add_argument('--rounds', type=int, default=3, help='interleaved timing rounds; the best of each method counts')
+    ap.add_argument('--scale', default='fixed', choices=('fixed', 'fit'), help='framing of the head (see preprocess_hu)')
     ap.add_argument('--profile', action='store_true', help='also print a per-step breakdown of the ich_nbdev path')
     a = ap.parse_args()
+    if a.reads < 1 or a.rounds < 1 or a.size < 16: sys.exit("bench/preprocess.py: --reads and --rounds must be at least 1, --size at least 16")
     files = sorted(a.dir.glob('*.dcm')) if a.dir.is_dir() else []
     if not files:
         print(f"skipped: no DICOM slices in {a.dir} (point --dir or ICH_RSNA_SAMPLES at a folder of .dcm files)")
@@ -71,7 +75,7 @@ def main():
         offset = arr.offset; del arr
         for k, start in enumerate(range(0, len(paths), 256)):
             pp._build_chunk(('images', k, start, [str(p) for p in paths[start:start+256]], '/', offset),
-                            out=out, size=a.size, windows=wins)
+                            out=out, size=a.size, windows=wins, scale=a.scale)
 
     def fastai_path(paths):
         for i, f in enumerate(paths):
@@ -84,7 +88,7 @@ def main():
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         ours(files[:8]); fastai_path(files[:8])                               # imports, first-call costs
-        methods = {'read bytes (floor)': read_bytes, 'ich_nbdev preprocess_file': lambda fs: [pp.preprocess_file(f, a.size, wins) for f in fs],
+        methods = {'read bytes (floor)': read_bytes, 'ich_nbdev preprocess_file': lambda fs: [pp.preprocess_file(f, a.size, wins, a.scale) for f in fs],
                    'ich_nbdev cache worker': ours, 'fastai.medical.imaging': fastai_path}
         res = {name: float('inf') for name in methods}
         cpu = {name: float('inf') for name in methods}
@@ -93,15 +97,20 @@ def main():
                 w, c = timed_both(fn, seq)
                 res[name], cpu[name] = min(res[name], w), min(cpu[name], c)
         arr = np.load(tmp/'cache'/'images.npy', mmap_mode='r')
-        x, _ = pp.preprocess_file(seq[-1], a.size, wins)
+        x, _ = pp.preprocess_file(seq[-1], a.size, wins, a.scale)
         assert np.array_equal(arr[len(seq)-1], x), 'the cache row differs from preprocess_file'
+        rows = np.random.default_rng(0).integers(0, len(arr), max(2000, a.reads))
+        arr[rows[:64]].sum()                                                    # pages in, as in a second epoch
+        t = time.perf_counter()
+        for i in rows: torch.from_numpy(np.array(arr[i]))
+        read_rate = len(rows)/(time.perf_counter() - t)
 
     n = len(seq)
     print(f"{n} reads of {len(files)} files from {a.dir}, output {len(wins)} x {a.size} x {a.size} uint8; "
           f"one process, torch threads = {torch.get_num_threads()}, numpy/OpenMP threads = 1")
     print(f"{'method':<26}{'seconds':>9}{'slices/s':>10}{'ms/slice':>10}{'CPU ms/slice':>14}")
     for name, s in res.items(): print(f"{name:<26}{s:>9.2f}{n/s:>10.0f}{1e3*s/n:>10.2f}{1e3*cpu[name]/n:>14.2f}")
-    if a.profile: profile(seq, a.size, wins, pp)
+    if a.profile: profile(seq, a.size, wins, pp, a.scale)
     shutil.rmtree(tmp, ignore_errors=True)
     ours_s, fa_s, floor_s = res['ich_nbdev cache worker'], res['fastai.medical.imaging'], res['read bytes (floor)']
     pf_s = res['ich_nbdev preprocess_file']
@@ -111,9 +120,10 @@ def main():
     print(f"in CPU time: cache worker {cpu['fastai.medical.imaging']/cpu['ich_nbdev cache worker']:.1f}x, "
           f"preprocess_file {cpu['fastai.medical.imaging']/cpu['ich_nbdev preprocess_file']:.1f}x faster than fastai")
     print(f"cache worker vs reading the bytes (floor): {ours_s/floor_s:.1f}x the time")
+    print(f"cache row -> tensor: {read_rate:,.0f} rows/s from the page cache (target >= 1000): {'met' if read_rate >= 1000 else 'NOT met'}")
     return 0
 
-def profile(seq, size, wins, pp):
+def profile(seq, size, wins, pp, scale='fixed'):
     "Per-step time of the ich_nbdev path (results dropped at once, as in the worker), best of three passes."
     import numpy as np
     from ich_nbdev.data import read_dicom_header
@@ -122,17 +132,17 @@ def profile(seq, size, wins, pp):
     uniq = list(dict.fromkeys(seq))
     hus = [pp.load_hu_fast(f) for f in uniq]
     boxes = [pp.head_bbox(h, i['spacing']) or (0, h.shape[0], 0, h.shape[1]) for h, i in hus]
-    canvas, pairs = np.zeros((size, size), np.float32), pp._level_width(wins)
+    canvas = np.zeros((size, size), np.float32)
     steps = {
         'read_dicom_header (index row)': (uniq, lambda f: read_dicom_header(f)),
         'load_hu (pydicom)': (uniq, lambda f: load_hu(f)),
         'load_hu_fast': (uniq, lambda f: pp.load_hu_fast(f)),
         'head_bbox (2 mm mask, erode, label)': (hus, lambda hi: pp.head_bbox(hi[0], hi[1]['spacing'])),
         'crop + one interpolation to size': (list(zip(hus, boxes)), lambda a: pp._interpolate(a[0][0][a[1][0]:a[1][1], a[1][2]:a[1][3]], (size, size))),
-        'stack_windows': (hus, lambda _: stack_windows(canvas, pairs)),
-        'stack_windows + to_uint8': (hus, lambda _: pp.to_uint8(stack_windows(canvas, pairs))),
-        'preprocess_hu (all but reading)': (hus, lambda hi: pp.preprocess_hu(hi[0], hi[1]['spacing'], size, wins)),
-        'preprocess_file (all)': (uniq, lambda f: pp.preprocess_file(f, size, wins)),
+        'stack_windows': (hus, lambda _: stack_windows(canvas, wins)),
+        'stack_windows + to_uint8': (hus, lambda _: pp.to_uint8(stack_windows(canvas, wins))),
+        'preprocess_hu (all but reading)': (hus, lambda hi: pp.preprocess_hu(hi[0], hi[1]['spacing'], size, wins, scale=scale)),
+        'preprocess_file (all)': (uniq, lambda f: pp.preprocess_file(f, size, wins, scale)),
     }
     print(f"\nper step (ms per slice, {len(uniq)} files):")
     for name, (items, f) in steps.items():

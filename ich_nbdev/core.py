@@ -6,15 +6,15 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/a1_core.html.md"""
 
 # %% ../nbs/A1_core.ipynb #38eac28d
 from __future__ import annotations
-import contextlib, os, sys, time, uuid
+import contextlib, os, re, stat, sys, time, uuid
 from pathlib import Path
 
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['SUBTYPES', 'ABBREV', 'cache_root', 'number_slices', 'atomic_write', 'write_bytes_atomic', 'write_text_atomic',
-           'write_table_atomic', 'in_notebook', 'show_progress', 'progress_iter', 'UsageError', 'check_arg',
-           'error_line', 'cli_errors']
+__all__ = ['SUBTYPES', 'ABBREV', 'cache_root', 'number_slices', 'safe_text', 'show_path', 'path_problem', 'atomic_write',
+           'write_bytes_atomic', 'write_text_atomic', 'write_table_atomic', 'in_notebook', 'show_progress',
+           'progress_iter', 'parallel_progress', 'UsageError', 'check_arg', 'error_line', 'cli_errors']
 
 # %% ../nbs/A1_core.ipynb #90ecd3c2
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural', 'any']
@@ -44,6 +44,42 @@ def number_slices(df:pd.DataFrame, # one row per slice: `series_id`, `image_id`,
     return df
 
 # %% ../nbs/A1_core.ipynb #b1539b8a
+def safe_text(s:str) -> str:
+    "`s` with every character that UTF-8 cannot write (a byte of a non-UTF-8 file name) shown as `\\xNN` / `\\uNNNN`."
+    s = str(s)
+    try: s.encode('utf-8'); return s
+    except UnicodeEncodeError: pass
+    try: b = s.encode('utf-8', 'surrogateescape')           # the file name's own bytes
+    except UnicodeEncodeError: return s.encode('utf-8', 'backslashreplace').decode('utf-8')
+    return b.decode('utf-8', 'backslashreplace')
+
+def show_path(p) -> str:
+    "A path as text that can always be printed or written (see `safe_text`)."
+    return safe_text(os.fspath(p))
+
+# %% ../nbs/A1_core.ipynb #c66b599a
+def path_problem(path) -> str|None:
+    "Why `path` cannot be read as a regular file, in words; None when it can."
+    p = Path(path)
+    try: st = os.stat(p)
+    except FileNotFoundError:
+        if p.is_symlink():
+            try: target = show_path(os.readlink(p))
+            except OSError: target = '?'
+            return f"broken symbolic link: its target {target} does not exist"
+        return "no such file"
+    except OSError as e: return e.strerror or str(e)
+    if stat.S_ISREG(st.st_mode): return None
+    if stat.S_ISDIR(st.st_mode):
+        if p.is_symlink():
+            return "link to a folder that is searched once already (a loop, or a second way to the same folder): skipped"
+        try:
+            with os.scandir(p): pass
+        except OSError as e: return f"a folder that cannot be read: {e.strerror or e}"
+        return "a folder, not a file"
+    return "not a regular file (a pipe, socket or device)"
+
+# %% ../nbs/A1_core.ipynb #4ce6e62e
 def _fsync_dir(d):
     try:
         fd = os.open(d, os.O_RDONLY)
@@ -65,8 +101,12 @@ def atomic_write(path, # the file to write (its folder is created when missing)
             with open(tmp, 'rb+') as f: os.fsync(f.fileno())
         os.replace(tmp, path)
         if sync: _fsync_dir(path.parent)
+    except OSError as e:
+        if e.errno is None or e.filename not in (None, str(tmp), tmp): raise
+        raise type(e)(e.errno, e.strerror, str(path)) from None    # name the file asked for, not the temporary one
     finally:
-        if tmp.exists(): tmp.unlink()
+        try: tmp.unlink()
+        except FileNotFoundError: pass
 
 def write_bytes_atomic(path, data:bytes, sync:bool=True) -> Path:
     "Write `data` to `path` whole (see `atomic_write`)."
@@ -77,12 +117,22 @@ def write_text_atomic(path, text:str, sync:bool=True) -> Path:
     "Write `text` (UTF-8) to `path` whole."
     return write_bytes_atomic(path, text.encode('utf-8'), sync)
 
+_SURROGATE = re.compile('[\ud800-\udfff]')
+
+def _writable(df:pd.DataFrame) -> pd.DataFrame:
+    "`df`, with `safe_text` applied to the text columns that hold something UTF-8 cannot encode (e.g. odd file names)."
+    bad = [c for c in df.columns if df[c].dtype == object
+           and df[c].map(lambda v: isinstance(v, str) and _SURROGATE.search(v) is not None).any()]
+    if not bad: return df
+    return df.assign(**{c: df[c].map(lambda v: safe_text(v) if isinstance(v, str) else v) for c in bad})
+
 def write_table_atomic(df:pd.DataFrame, path, # .csv or .parquet
                        sync:bool=True, **kwargs, # passed to `to_csv` / `to_parquet`
                       ) -> Path:
-    "Write `df` (without its index) as CSV or parquet, by the extension of `path`, whole."
+    "Write `df` (without its index) as CSV or parquet, by the extension of `path`, whole; text UTF-8 cannot hold is shown as by `safe_text`."
     path = Path(path)
-    if path.suffix not in ('.csv', '.parquet'): raise ValueError(f"{path}: unknown table format '{path.suffix}'; use .csv or .parquet")
+    if path.suffix not in ('.csv', '.parquet'): raise ValueError(f"{show_path(path)}: unknown table format '{path.suffix}'; use .csv or .parquet")
+    df = _writable(df)
     with atomic_write(path, sync) as tmp:
         if path.suffix == '.parquet': df.to_parquet(tmp, index=False, **kwargs)
         else: df.to_csv(tmp, index=False, **kwargs)
@@ -123,6 +173,20 @@ def progress_iter(items, # what to iterate over
         yield x
     log(f"{desc or 'items'}: {n} done in {time.time() - t0:.1f} s")
 
+
+def parallel_progress(f, items, # the function and what to apply it to
+                      desc:str='', # what the items are, for the log line
+                      progress:bool=True, # False: silent
+                      log=print, # where the summary line goes when there is no bar
+                      **kwargs, # passed to fastcore's `parallel` (n_workers, total, ...)
+                     ) -> list:
+    "fastcore's `parallel` with the progress `show_progress` suits: a live bar, or one line at the end in a log; silent when `progress` is False."
+    from fastcore.parallel import parallel
+    t0, bar = time.time(), progress and show_progress()
+    res = parallel(f, items, progress=bar, **kwargs)
+    if progress and not bar: log(f"{desc or 'items'}: {len(res)} done in {time.time() - t0:.1f} s")
+    return res
+
 # %% ../nbs/A1_core.ipynb #a4d93416
 class UsageError(ValueError):
     "A command-line argument outside what the tool accepts."
@@ -134,7 +198,8 @@ def check_arg(name:str, # the option, as the user typed it (e.g. '--size')
               hint:str='', # what to do instead
              ):
     "Raise `UsageError` when `value` is outside `[lo, hi]` or not one of `choices`; return it otherwise."
-    bad = (value is None or (lo is not None and value < lo) or (hi is not None and value > hi)
+    bad = (value is None or (isinstance(value, float) and value != value)           # NaN is in no range
+           or (lo is not None and value < lo) or (hi is not None and value > hi)
            or (choices is not None and value not in choices))
     if bad:
         want = (f"one of {', '.join(map(str, choices))}" if choices is not None else
@@ -146,8 +211,8 @@ def check_arg(name:str, # the option, as the user typed it (e.g. '--size')
 def error_line(e:BaseException) -> str:
     "One line saying what went wrong in `e` (file errors name the file and the reason)."
     if isinstance(e, OSError) and e.strerror:
-        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-    msg = ' '.join(str(e).split()) or type(e).__name__
+        return f"{show_path(e.filename)}: {e.strerror}" if e.filename else e.strerror
+    msg = safe_text(' '.join(str(e).split()) or type(e).__name__)
     return msg if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {msg}"
 
 @contextlib.contextmanager
@@ -155,6 +220,9 @@ def cli_errors(tool:str, # the command's name, e.g. 'ich-train'
                expected:tuple=(ValueError, OSError), # errors that are the user's input, not a bug
               ):
     "Context manager for a command's body: errors become `SystemExit('tool: one line')`; `ICH_DEBUG=1` keeps tracebacks."
+    for stream in (sys.stdout, sys.stderr):              # text that cannot be encoded (odd file names) is escaped, not fatal
+        try: stream.reconfigure(errors='backslashreplace')
+        except (AttributeError, ValueError, OSError): pass
     try: yield
     except SystemExit: raise
     except KeyboardInterrupt: raise SystemExit(f"{tool}: interrupted") from None

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import pydicom
 from pydicom import config as _dcm_config
-from fastcore.parallel import parallel
 from fastcore.script import call_parse
+from .core import (number_slices, show_path, path_problem, write_table_atomic, progress_iter, parallel_progress,
+                            cli_errors, check_arg, UsageError)
 
 # %% auto #0
 __all__ = ['META_COLUMNS', 'RSNAPaths', 'find_rsna', 'LabelError', 'show_ids', 'labels_long_to_wide', 'read_labels',
@@ -122,7 +123,8 @@ class DicomHeaderError(ValueError):
     "A file whose DICOM header cannot be used."
 
 _HDR_TAGS = {0x00080018: 'SOPInstanceUID', 0x00080060: 'Modality', 0x00100020: 'PatientID',
-             0x0020000D: 'StudyInstanceUID', 0x0020000E: 'SeriesInstanceUID', 0x00200032: 'ImagePositionPatient',
+             0x0020000D: 'StudyInstanceUID', 0x0020000E: 'SeriesInstanceUID', 0x00200013: 'InstanceNumber',
+             0x00200032: 'ImagePositionPatient',
              0x00280002: 'SamplesPerPixel', 0x00280004: 'PhotometricInterpretation', 0x00280010: 'Rows',
              0x00280011: 'Columns', 0x00280030: 'PixelSpacing', 0x00280100: 'BitsAllocated', 0x00280101: 'BitsStored',
              0x00280103: 'PixelRepresentation', 0x00281050: 'WindowCenter', 0x00281051: 'WindowWidth',
@@ -202,6 +204,7 @@ def _header_fields(get, path, ts, pixel_offset, file_size) -> dict:
     num = lambda k: first_number(get(k))
     return dict(image_id=str(image_id), patient_id=get('PatientID'), study_id=get('StudyInstanceUID'),
                 series_id=get('SeriesInstanceUID'), modality=get('Modality'), z=ipp[2],
+                instance_number=num('InstanceNumber'),
                 pixel_spacing_row=ps[0], pixel_spacing_col=ps[1], slope=num('RescaleSlope'),
                 intercept=num('RescaleIntercept'), bits_allocated=bits, bits_stored=get('BitsStored'),
                 pixel_representation=get('PixelRepresentation'), window_center=num('WindowCenter'),
@@ -231,6 +234,8 @@ def read_dicom_header(path, # a DICOM file
                      ) -> dict:
     "Metadata row of one DICOM file, reading only its header; `DicomHeaderError` when the file is unusable."
     path = Path(path)
+    why = path_problem(path)                  # a broken link, a folder, a pipe: say so (and never open a pipe)
+    if why: raise DicomHeaderError(why)
     if force_pydicom: return _header_pydicom(path)
     with open(path, 'rb') as f:
         size = os.fstat(f.fileno()).st_size
@@ -249,42 +254,59 @@ def read_dicom_header(path, # a DICOM file
 class NoDicomError(FileNotFoundError):
     "A folder with no DICOM files in it."
 
-def dicom_files(folder, # searched recursively; hidden files and folders are ignored
+def dicom_files(folder, # searched recursively, following links to folders once; hidden files and folders are ignored
                ) -> list[Path]:
-    "Every regular file under `folder`, sorted (non-DICOM ones are reported later by `dicom_meta`)."
+    "Every file under `folder`, sorted, and every entry that cannot be read as one (broken links, loops), for the reader to report."
     folder = Path(folder).expanduser()
-    if not folder.is_dir(): raise NotADirectoryError(f"{folder}: not a folder")
-    return sorted(p for p in folder.rglob('*')
-                  if p.is_file() and not any(part.startswith('.') for part in p.relative_to(folder).parts))
+    if not folder.is_dir(): raise NotADirectoryError(f"{show_path(folder)}: not a folder")
+    seen, out, todo = set(), [], [folder]
+    while todo:
+        d = todo.pop()
+        try: st = os.stat(d)
+        except OSError: out.append(d); continue          # gone since it was listed: its reader says so
+        if (st.st_dev, st.st_ino) in seen: out.append(d); continue   # a second way into a folder (or a loop): reported
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(d) as it: entries = [e for e in it if not e.name.startswith('.')]
+        except OSError:
+            if d == folder: raise
+            out.append(d); continue                      # a folder we cannot list: its reader says why
+        for e in entries:
+            try: is_dir = e.is_dir()                     # follows links
+            except OSError: is_dir = False
+            if is_dir: todo.append(Path(e.path))
+            else: out.append(Path(e.path))               # files, links to files, broken links, pipes
+    return sorted(out)
 
 def _header_or_problem(path):
     try: return read_dicom_header(path)
-    except (DicomHeaderError, OSError) as e: return dict(path=str(path), reason=str(e))
-    except Exception as e: return dict(path=str(path), reason=f"unreadable header: {type(e).__name__}: {e}")
+    except (DicomHeaderError, OSError) as e: reason = str(e) if isinstance(e, DicomHeaderError) else (e.strerror or str(e))
+    except Exception as e: reason = f"unreadable header: {type(e).__name__}: {e}"
+    return dict(path=path, reason=reason)
 
 def _read_chunk(paths): return [_header_or_problem(p) for p in paths]
 
-META_COLUMNS = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'slice_index', 'n_slices', 'pixel_spacing_row',
+META_COLUMNS = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'instance_number', 'slice_index', 'n_slices', 'pixel_spacing_row',
                 'pixel_spacing_col', 'slope', 'intercept', 'bits_allocated', 'bits_stored', 'pixel_representation',
                 'window_center', 'window_width', 'rows', 'columns', 'modality', 'photometric', 'transfer_syntax', 'path']
 
 def dicom_meta(src, # a folder (searched recursively) or a list of files
                n_workers:int|None=None, # processes; default: all cores (0: read in this process)
-               progress:bool=True, # show a progress bar
+               progress:bool=True, # show progress (a live bar on a terminal, one line in a log)
                chunk:int=256, # files per task
+               where=None, # what to call `src` in messages (default: the folder, or 'the given list')
               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Metadata table (one row per image) and problems table (`path`, `reason`) for the DICOM files in `src`."
     files = dicom_files(src) if isinstance(src, (str, Path)) else [Path(p) for p in src]
-    where = src if isinstance(src, (str, Path)) else 'the given list'
+    where = show_path(where if where is not None else src if isinstance(src, (str, Path)) else 'the given list')
     if not files: raise NoDicomError(f"{where}: no files, so no DICOM files to read")
     n_workers = os.cpu_count() if n_workers is None else n_workers
     chunks = [files[i:i+chunk] for i in range(0, len(files), chunk)]
     if n_workers > 1 and len(chunks) > 1:
-        res = parallel(_read_chunk, chunks, n_workers=min(n_workers, len(chunks)), progress=progress, total=len(chunks))
-    else:
-        from fastprogress.fastprogress import progress_bar
-        res = [_read_chunk(c) for c in (progress_bar(chunks) if progress and len(chunks) > 1 else chunks)]
-    rows = [r for rs in res for r in rs]
+        res = parallel_progress(_read_chunk, chunks, 'header chunks', progress, n_workers=min(n_workers, len(chunks)),
+                                total=len(chunks))
+    else: res = [_read_chunk(c) for c in progress_iter(chunks, 'header chunks', progress=progress and len(chunks) > 1)]
+    rows = [dict(r, path=show_path(r['path'])) for rs in res for r in rs]   # tables hold names that can be written
     good = [r for r in rows if 'reason' not in r]
     problems = pd.DataFrame([r for r in rows if 'reason' in r], columns=['path', 'reason'])
     if not good:
@@ -297,11 +319,7 @@ def dicom_meta(src, # a folder (searched recursively) or a list of files
         problems = pd.concat([problems, pd.DataFrame({'path': meta.path[dup],
             'reason': [f"duplicate SOPInstanceUID {i}, also in {first[i]}" for i in meta.image_id[dup]]})], ignore_index=True)
         meta = meta[~dup]
-    meta = meta.sort_values(['series_id', 'z', 'image_id'], na_position='last').reset_index(drop=True)
-    grp = meta.groupby('series_id', dropna=False)
-    meta['slice_index'] = grp.cumcount().astype('int32')
-    meta['n_slices'] = grp['image_id'].transform('size').astype('int32')
-    return meta[META_COLUMNS], problems.reset_index(drop=True)
+    return number_slices(meta)[META_COLUMNS], problems.reset_index(drop=True)
 
 # %% ../nbs/04_data.ipynb #cd86ddfb
 def patient_folds(df:pd.DataFrame, # one row per image with `patient_id` and the `stratify` column
@@ -324,36 +342,40 @@ def patient_folds(df:pd.DataFrame, # one row per image with `patient_id` and the
 
 # %% ../nbs/04_data.ipynb #c06f97a4
 def write_table(df:pd.DataFrame, out) -> Path:
-    "Write `df` as CSV or parquet, by the extension of `out`."
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == '.parquet': df.to_parquet(out, index=False)
-    elif out.suffix == '.csv': df.to_csv(out, index=False)
-    else: raise ValueError(f"{out}: unknown table format '{out.suffix}'; use .csv or .parquet")
-    return out
+    "Write `df` as CSV or parquet, by the extension of `out`, whole (`write_table_atomic`)."
+    return write_table_atomic(df, out)
+
+def _meta_summary(meta, problems, secs, out, pout, max_problems=20):
+    n = len(meta) + len(problems)
+    yield f"{len(meta)} image(s) from {n} file(s) in {secs:.1f} s ({n/max(secs, 1e-9):.0f} files/s) -> {show_path(out)}"
+    yield f"{meta.patient_id.nunique()} patient(s), {meta.study_id.nunique()} stud(ies), {meta.series_id.nunique()} series"
+    yield "header variants (bits stored, pixel representation, intercept):"
+    for (b, r, i), c in meta.groupby(['bits_stored', 'pixel_representation', 'intercept']).size().items():
+        yield f"  ({b:g}, {r:g}, {i:g}): {c}"
+    if not len(problems): yield "problems: none"; return
+    yield f"{len(problems)} file(s) could not be used (listed in {show_path(pout)}):"
+    for p, r in problems.head(max_problems).itertuples(index=False): yield f"  {p}: {r}"
+    if len(problems) > max_problems: yield f"  ... and {len(problems) - max_problems} more"
 
 @call_parse
 def ich_meta(dicom_dir:str, # folder of DICOM files, searched recursively
-             out:str='metadata.csv', # output table: .csv or .parquet
-             n_workers:int=None, # processes (default: all cores)
-             quiet:bool=False, # no progress bar
+             out:str='metadata.csv', # output table: .csv or .parquet (problems go beside it, in NAME_problems.csv)
+             n_workers:int=None, # processes (default: all cores; 0: read in this process)
+             quiet:bool=False, # no progress
             ):
     "Write a metadata table read from the DICOM headers under `dicom_dir`, and report the files that could not be read."
-    if Path(out).suffix not in ('.csv', '.parquet'): raise SystemExit(f"ich-meta: --out must end in .csv or .parquet, not '{out}'")
-    t0 = time.time()
-    try: meta, problems = dicom_meta(dicom_dir, n_workers=n_workers, progress=not quiet)
-    except (FileNotFoundError, NotADirectoryError) as e: raise SystemExit(f"ich-meta: {e}")
-    secs = time.time() - t0
-    write_table(meta, out)
-    n = len(meta) + len(problems)
-    print(f"{len(meta)} image(s) from {n} file(s) in {secs:.1f} s ({n/secs:.0f} files/s) -> {out}")
-    print(f"{meta.patient_id.nunique()} patient(s), {meta.study_id.nunique()} stud(ies), {meta.series_id.nunique()} series")
-    print("header variants (bits stored, pixel representation, intercept):")
-    for (b, r, i), c in meta.groupby(['bits_stored', 'pixel_representation', 'intercept']).size().items():
-        print(f"  ({b}, {r}, {i:g}): {c}")
-    if len(problems):
-        pout = Path(out).with_name(Path(out).stem + '_problems.csv')
-        problems.to_csv(pout, index=False)
-        print(f"{len(problems)} file(s) could not be used (listed in {pout}):")
-        for p, r in problems.itertuples(index=False): print(f"  {p}: {r}")
-    else: print("problems: none")
+    with cli_errors('ich-meta'):
+        out, src = Path(out).expanduser(), Path(dicom_dir).expanduser()
+        if out.suffix not in ('.csv', '.parquet'):
+            raise UsageError(f"--out must end in .csv or .parquet, not '{show_path(out)}'")
+        if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 reads in this process; leave it out for one per core')
+        if out.is_dir(): raise UsageError(f"--out {show_path(out)} is a folder; give a file name ending in .csv or .parquet")
+        pout = out.with_name(out.stem + '_problems.csv')
+        mine = {out.name: out.resolve(), pout.name: pout.resolve()}          # an earlier run's output inside the folder
+        files = [p for p in dicom_files(src) if not (p.name in mine and p.resolve() == mine[p.name])]
+        t0 = time.time()
+        meta, problems = dicom_meta(files, n_workers=n_workers, progress=not quiet, where=src)
+        secs = time.time() - t0
+        write_table_atomic(meta, out)
+        write_table_atomic(problems, pout)
+        for line in _meta_summary(meta, problems, secs, out, pout): print(line)

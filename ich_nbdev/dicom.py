@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from .core import path_problem
 from pydicom.pixels import get_decoder
 from pydicom.uid import (UID, ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
                          RLELossless, JPEG2000TransferSyntaxes, JPEGTransferSyntaxes, JPEGLSTransferSyntaxes)
@@ -91,7 +92,8 @@ def read_dicom(path, # a DICOM file
                modalities:tuple|None=('CT',), # accepted values of Modality; None accepts any
               ) -> pydicom.Dataset:
     "Read a single-frame greyscale CT slice with pydicom; raise `DicomError` saying why when the file is unusable."
-    if not Path(path).is_file(): raise DicomError(path, "no such file")
+    why = path_problem(path)                       # a broken link, a folder, a pipe, nothing there
+    if why: raise DicomError(path, why)
     try: ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
     except InvalidDicomError: raise DicomError(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
     except Exception as e: raise DicomError(path, f"unreadable DICOM header, truncated or corrupt ({type(e).__name__}: {e})") from None
@@ -132,13 +134,16 @@ def _tag_float(ds, key):
     except (TypeError, ValueError): return None
     return v if v is not None and math.isfinite(v) else None
 
-def pxrepr_fix_applies(bits_stored, pixel_representation, intercept) -> bool:
-    "The rule of the RSNA fix: 12-bit unsigned values with an intercept above −100 (air stored near 3096)."
-    return pixel_representation == 0 and bits_stored == 12 and intercept is not None and intercept > -100
+def pxrepr_fix_applies(bits_stored, pixel_representation, intercept, slope=1.0) -> bool:
+    "The rule of the RSNA fix: 12-bit unsigned values, an intercept above −100 (air stored near 3096) and slope 1."
+    return (pixel_representation == 0 and bits_stored == 12 and intercept is not None and intercept > -100
+            and slope is not None and slope == 1)
 
 def needs_pxrepr_fix(ds:pydicom.Dataset) -> bool:
-    "Is `ds` one of the 12-bit unsigned RSNA slices whose air is stored near 3096 (intercept above −100)?"
-    return pxrepr_fix_applies(ds.get('BitsStored'), ds.get('PixelRepresentation'), _tag_float(ds, 'RescaleIntercept'))
+    "Is `ds` one of the 12-bit unsigned RSNA slices whose air is stored near 3096 (intercept above −100, slope 1)?"
+    slope = _tag_float(ds, 'RescaleSlope')
+    return pxrepr_fix_applies(ds.get('BitsStored'), ds.get('PixelRepresentation'), _tag_float(ds, 'RescaleIntercept'),
+                              slope or 1.0)           # a missing (or zero) slope is taken as 1, as in the rescale
 
 def stored_to_hu(px:np.ndarray, # stored integer values
                  slope:float, intercept:float, # the rescale

@@ -6,23 +6,25 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/preprocess.html.md"""
 
 # %% ../nbs/06_preprocess.ipynb #1077df8b
 from __future__ import annotations
-import ctypes, json, multiprocessing, os, shutil, sys, time, warnings
+import contextlib, ctypes, json, multiprocessing, os, shutil, sys, time, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from scipy import ndimage
 from fastcore.basics import num_cpus
-from fastcore.parallel import parallel
 from fastcore.script import call_parse
 
 import ich_nbdev
-from .data import SUBTYPES, find_rsna, read_labels, dicom_files, read_dicom_header
+from .core import (SUBTYPES, number_slices, show_path, atomic_write, write_text_atomic, write_table_atomic,
+                            parallel_progress, cli_errors, check_arg, UsageError)
+from .data import find_rsna, read_labels, dicom_files, read_dicom_header
 from .dicom import DicomError, load_hu, pxrepr_fix_applies, stored_to_hu
 from .windowing import parse_windows, stack_windows
 
 # %% auto #0
-__all__ = ['AIR_HU', 'DEFAULT_WINDOWS', 'CACHE_FORMAT', 'resample', 'head_mask', 'head_bbox', 'pad_square', 'resize', 'to_uint8',
-           'hflip', 'preprocess_hu', 'load_hu_fast', 'preprocess_file', 'CacheError', 'cache_splits', 'problem_reason',
+__all__ = ['AIR_HU', 'DEFAULT_WINDOWS', 'SCALES', 'DEFAULT_SCALE', 'DEFAULT_FOV_MM', 'CACHE_FORMAT', 'INDEX_COLUMNS', 'resample',
+           'head_mask', 'head_bbox', 'pad_square', 'resize', 'to_uint8', 'hflip', 'check_scale', 'preprocess_hu',
+           'load_hu_fast', 'preprocess_file', 'CacheError', 'cache_scale', 'cache_splits', 'problem_reason',
            'build_cache', 'cache_report', 'open_cache', 'cache_read_speed', 'ich_prepare']
 
 # %% ../nbs/06_preprocess.ipynb #97500f8c
@@ -101,10 +103,15 @@ def head_bbox(hu:np.ndarray, # 2-D slice in HU
 # %% ../nbs/06_preprocess.ipynb #ac8cfe22
 def pad_square(img:np.ndarray, # 2-D image
                value:float=AIR_HU, # what to add: air by default
+               side:int|None=None, # side of the square; default: the image's long side
               ) -> np.ndarray:
-    "Pad `img` evenly on its short side to a square, with `value`."
+    "`img` centred in a `side` × `side` square filled with `value`; a dimension longer than `side` is cropped around its centre."
     h, w = img.shape
-    n = max(h, w)
+    n = max(h, w) if side is None else int(side)
+    if n < 1: raise ValueError(f"side must be at least 1 pixel, not {side!r}")
+    t0, l0 = max(0, (h-n)//2), max(0, (w-n)//2)           # crop what does not fit, around the centre
+    img = img[t0:t0+n, l0:l0+n]
+    h, w = img.shape
     out = np.full((n, n), value, dtype=img.dtype)
     top, left = (n-h)//2, (n-w)//2
     out[top:top+h, left:left+w] = img
@@ -134,20 +141,48 @@ def hflip(x, # array or tensor, (..., H, W)
 
 # %% ../nbs/06_preprocess.ipynb #f9cb5e36
 DEFAULT_WINDOWS = 'brain,subdural,bone'
+SCALES = ('fixed', 'fit')  # the same mm per pixel for every slice, or the head's box stretched to fill the frame
+DEFAULT_SCALE = 'fit'      # measured: it trains better (see "Same scale, or fill the frame?")
+DEFAULT_FOV_MM = 256.0     # field of view of `scale='fixed'`, mm: an adult head (140–200 mm wide) with room to spare
+
+def check_scale(scale:str, # 'fixed' or 'fit'
+                fov_mm:float|None=None, # field of view of 'fixed', mm (None: `DEFAULT_FOV_MM`); ignored by 'fit'
+               ) -> tuple[str, float|None]:
+    "`(scale, fov_mm)` checked: `fov_mm` is None for 'fit', a positive number of mm for 'fixed'."
+    if scale not in SCALES: raise ValueError(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
+    if scale == 'fit': return scale, None
+    try: fov = float(DEFAULT_FOV_MM if fov_mm is None else fov_mm)
+    except (TypeError, ValueError): fov = float('nan')
+    if not (np.isfinite(fov) and fov > 0): raise ValueError(f"fov_mm must be a positive number of mm, not {fov_mm!r}")
+    return scale, fov
+
+def _centre_crop(a:int, b:int, n:float) -> tuple[int, int]:
+    "The range `[a, b)`, cut to at most `n` pixels around its centre."
+    if b - a <= n: return a, b
+    k = max(1, int(n))
+    a = int(round((a + b - k)/2))
+    return a, a + k
 
 def preprocess_hu(hu:np.ndarray, # 2-D slice in HU
                   spacing:tuple, # (row, column) pixel size in mm
                   size:int=256, # side of the output square, pixels
                   windows=DEFAULT_WINDOWS, # window names (`'brain,subdural,bone'`) or `parse_windows` output
                   bbox:tuple|None=None, # head box `(top, bottom, left, right)`; default: `head_bbox`, else the whole slice
+                  scale:str=DEFAULT_SCALE, # 'fixed': `fov_mm / size` mm per pixel, head centred; 'fit': the box fills the frame
+                  fov_mm:float|None=DEFAULT_FOV_MM, # field of view of 'fixed', mm
                  ) -> np.ndarray:
-    "Network input from a HU slice: head cropped, 1 mm square pixels, padded, resized, windowed: uint8 (C, size, size)."
+    "Network input from a HU slice: head cropped and centred, square pixels, padded, resized, windowed: uint8 (C, size, size)."
     sr, sc = _check_spacing(spacing)
+    scale, fov_mm = check_scale(scale, fov_mm)
     if bbox is None: bbox = head_bbox(hu, (sr, sc)) or (0, hu.shape[0], 0, hu.shape[1])
     top, bottom, left, right = bbox
+    if scale == 'fixed':
+        px_mm = fov_mm/size                              # mm per output pixel, the same for every slice
+        top, bottom = _centre_crop(top, bottom, fov_mm/sr)
+        left, right = _centre_crop(left, right, fov_mm/sc)
+    else: px_mm = max((bottom-top)*sr, (right-left)*sc)/size   # the box's long side fills the frame
     h_mm, w_mm = (bottom-top)*sr, (right-left)*sc
-    scale = size/max(h_mm, w_mm)                       # output pixels per mm
-    oh, ow = min(size, max(1, round(h_mm*scale))), min(size, max(1, round(w_mm*scale)))
+    oh, ow = min(size, max(1, round(h_mm/px_mm))), min(size, max(1, round(w_mm/px_mm)))
     canvas = np.full((size, size), AIR_HU, np.float32)
     t, l = (size-oh)//2, (size-ow)//2
     canvas[t:t+oh, l:l+ow] = _interpolate(hu[top:bottom, left:right], (oh, ow))
@@ -178,7 +213,7 @@ def _plain_hu(path, fix_pxrepr):
     px = np.frombuffer(buf, '<i2' if signed else '<u2', count=rows*cols, offset=at).reshape(rows, cols)
     shift = 16 - stored
     if shift: px = (px << shift) >> shift               # keep BitsStored bits, sign-extended when signed
-    fix = fix_pxrepr and pxrepr_fix_applies(stored, signed, icpt)
+    fix = fix_pxrepr and pxrepr_fix_applies(stored, signed, icpt, slope)
     hu, icpt_used = stored_to_hu(px, slope, icpt, fix)
     return hu, dict(path=str(path), spacing=(sr, sc), fixes=['pxrepr'] if fix else [], warnings=[], header=(stored, signed, icpt),
                     rescale=(slope, icpt_used), photometric=h['photometric'], meta=h)
@@ -198,14 +233,17 @@ def load_hu_fast(path, # a DICOM file
 def preprocess_file(path, # a DICOM file
                     size:int=256, # side of the output square, pixels
                     windows=DEFAULT_WINDOWS, # window names or `parse_windows` output
+                    scale:str=DEFAULT_SCALE, # 'fixed' (`fov_mm / size` mm per pixel) or 'fit' (the head fills the frame)
+                    fov_mm:float|None=DEFAULT_FOV_MM, # field of view of 'fixed', mm
                    ) -> tuple[np.ndarray, dict]:
     "Read a DICOM slice and preprocess it: uint8 `(C, size, size)` and the reading's `info` plus the head box."
+    scale, fov_mm = check_scale(scale, fov_mm)                # a bad setting is an error before any file is read
     hu, info = load_hu_fast(path)
     try: spacing = _check_spacing(info.get('spacing'))
     except ValueError as e: raise DicomError(path, str(e)) from None
     bbox = head_bbox(hu, spacing)
     info = dict(info, head_found=bbox is not None, head_bbox=bbox or (0, hu.shape[0], 0, hu.shape[1]))
-    return preprocess_hu(hu, spacing, size, windows, info['head_bbox']), info
+    return preprocess_hu(hu, spacing, size, windows, info['head_bbox'], scale, fov_mm), info
 
 # %% ../nbs/06_preprocess.ipynb #1b9c057d
 CACHE_FORMAT = 1
@@ -213,35 +251,17 @@ CACHE_FORMAT = 1
 class CacheError(ValueError):
     "A cache that cannot be built, resumed or read as asked."
 
-def _fsync_dir(d):
-    try:
-        fd = os.open(d, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-    except OSError: pass
-
-def _write_atomic(path:Path, data:bytes):
-    "Write `data` to `path` so that readers see the old file or the whole new one, never a part."
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        f.write(data); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-def _write_table_atomic(df:pd.DataFrame, path:Path):
-    tmp = path.with_name(path.name + '.tmp')
-    if path.suffix == '.parquet': df.to_parquet(tmp, index=False)
-    else: df.to_csv(tmp, index=False)
-    with open(tmp, 'rb+') as f: os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+def cache_scale(info:dict, # the contents of a cache's `cache.json` (or a model's settings)
+               ) -> dict:
+    "`scale` and `fov_mm` a cache was built with; one written before they were recorded is `{'scale': 'fit', 'fov_mm': None}`."
+    return dict(scale=info.get('scale', 'fit'), fov_mm=info.get('fov_mm'))
 
 # %% ../nbs/06_preprocess.ipynb #42156566
 def cache_splits(data_dir, # RSNA folder (`stage_2_train/`, `stage_2_test/`, labels) or any folder of DICOM files
                 ) -> dict:
     "`{split: (folder, sorted relative paths)}` of the files a cache of `data_dir` is built from."
     root = Path(data_dir).expanduser()
-    if not root.is_dir(): raise CacheError(f"{root}: not a folder")
+    if not root.is_dir(): raise CacheError(f"{show_path(root)}: not a folder")
     try: rsna = find_rsna(root)
     except FileNotFoundError: rsna = None
     if rsna and (rsna.train_dir or rsna.test_dir):
@@ -249,11 +269,12 @@ def cache_splits(data_dir, # RSNA folder (`stage_2_train/`, `stage_2_test/`, lab
     else: folders = {'images': root}
     splits = {s: (d, [p.relative_to(d).as_posix() for p in dicom_files(d)]) for s, d in folders.items()}
     if not any(files for _, files in splits.values()):
-        raise CacheError(f"{root}: no files to preprocess (looked in {', '.join(str(d) for d, _ in splits.values())})")
+        raise CacheError(f"{show_path(root)}: no files to preprocess (looked in "
+                         f"{', '.join(show_path(d) for d, _ in splits.values())})")
     return splits
 
 # %% ../nbs/06_preprocess.ipynb #7f09fcbb
-_INDEX_FIELDS = ['image_id', 'patient_id', 'study_id', 'series_id', 'z']
+_INDEX_FIELDS = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'instance_number']
 
 def _die_with_parent():
     "On Linux, have this worker process killed when the process that started it dies (no orphans after `kill -9`)."
@@ -265,10 +286,11 @@ def _die_with_parent():
 def problem_reason(e:Exception, path) -> str:
     "Why `path` could not be read, from the exception `e`, for a table of skipped files (without the path itself)."
     if isinstance(e, DicomError): return e.reason
+    if isinstance(e, OSError) and e.strerror: return e.strerror
     msg = str(e)
     for prefix in (f"{path}: ", f"{Path(path).name}: "):
         if msg.startswith(prefix): msg = msg[len(prefix):]
-    return msg if isinstance(e, (DicomError, ValueError, OSError)) else f"{type(e).__name__}: {msg}"
+    return msg if isinstance(e, ValueError) else f"{type(e).__name__}: {msg}"
 
 _buffers = {}
 def _chunk_buffer(shape:tuple) -> np.ndarray:
@@ -277,8 +299,20 @@ def _chunk_buffer(shape:tuple) -> np.ndarray:
     if _buffers.get('buf') is None or _buffers['buf'].size < n: _buffers['buf'] = np.empty(n, np.uint8)
     return _buffers['buf'][:n].reshape(shape)
 
+def _pwrite_all(path:Path, data:memoryview, pos:int):
+    "Write `data` at byte `pos` of the existing file `path` and flush it to disk; a failure names the file."
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            while len(data):
+                n = os.pwrite(fd, data, pos)
+                data, pos = data[n:], pos + n
+            os.fdatasync(fd)
+        finally: os.close(fd)
+    except OSError as e: raise type(e)(e.errno, e.strerror, str(path)) from None
+
 def _build_chunk(task, # (split, chunk number, first row, relative paths, source folder, data offset of the array)
-                 out:Path, size:int, windows:list):
+                 out:Path, size:int, windows:list, scale:str=DEFAULT_SCALE, fov_mm:float|None=DEFAULT_FOV_MM):
     "Preprocess one chunk into its rows of `{split}.npy`, flush, then record it in the journal."
     if multiprocessing.parent_process() is not None: _die_with_parent()   # a worker process
     split, k, start, rels, folder, offset = task
@@ -292,39 +326,36 @@ def _build_chunk(task, # (split, chunk number, first row, relative paths, source
             for i, rel in enumerate(rels):
                 path = Path(folder)/rel
                 try:
-                    buf[i], info = preprocess_file(path, size, windows)
+                    buf[i], info = preprocess_file(path, size, windows, scale=scale, fov_mm=fov_mm)
                     head = info['meta'] or read_dicom_header(path)   # the header parser's own error, if it has one
                 except Exception as e:
                     buf[i] = 0
                     problems.append(dict(split=split, path=rel, reason=problem_reason(e, path)))
                     continue
                 sr, sc = info['spacing']
-                rows.append(dict(row=start+i, **{f: head[f] for f in _INDEX_FIELDS}, spacing_row=float(sr),
+                rows.append(dict(row=start+i, **{f: head.get(f) for f in _INDEX_FIELDS}, spacing_row=float(sr),
                                  spacing_col=float(sc), head_found=bool(info['head_found']),
                                  fixes=';'.join(info.get('fixes', [])), warnings='; '.join(info.get('warnings', [])),
                                  path=rel))
     finally: torch.set_num_threads(threads)
-    data, pos = memoryview(buf).cast('B'), offset + start*buf[0].nbytes
-    fd = os.open(out/f'{split}.npy', os.O_WRONLY)
-    try:
-        while len(data):
-            n = os.pwrite(fd, data, pos)
-            data, pos = data[n:], pos + n
-        os.fdatasync(fd)
-    finally: os.close(fd)
-    _write_atomic(out/'.build'/f'{split}-{k:06d}.json', json.dumps(dict(rows=rows, problems=problems)).encode())
+    _pwrite_all(out/f'{split}.npy', memoryview(buf).cast('B'), offset + start*buf[0].nbytes)
+    write_text_atomic(out/'.build'/f'{split}-{k:06d}.json', json.dumps(dict(rows=rows, problems=problems)))
     return len(rows), len(problems)
 
 # %% ../nbs/06_preprocess.ipynb #3f5a863e
+INDEX_COLUMNS = ['row', *_INDEX_FIELDS, 'slice_index', 'n_slices', 'spacing_row', 'spacing_col', 'head_found', 'fixes',
+                 'warnings', 'path']
+
 def _finish_split(out:Path, split:str, n_chunks:int, labels:pd.DataFrame|None, label_file=None):
     "Index table and problems of one split, from its journal."
     rows, problems = [], []
     for k in range(n_chunks):
         entry = json.loads((out/'.build'/f'{split}-{k:06d}.json').read_text())
-        rows += entry['rows']; problems += entry['problems']
-    cols = ['row', *_INDEX_FIELDS, 'spacing_row', 'spacing_col', 'head_found', 'fixes', 'warnings', 'path']
-    idx = pd.DataFrame(rows, columns=cols)
-    idx['row'] = idx['row'].astype('int64'); idx['z'] = idx['z'].astype('float64')
+        rows += [dict(r, path=show_path(r['path'])) for r in entry['rows']]
+        problems += [dict(p, path=show_path(p['path'])) for p in entry['problems']]
+    idx = pd.DataFrame(rows, columns=[c for c in INDEX_COLUMNS if c not in ('slice_index', 'n_slices')])
+    idx['row'] = idx['row'].astype('int64')
+    for c in ('z', 'instance_number'): idx[c] = idx[c].astype('float64')
     idx['head_found'] = idx['head_found'].astype(bool)
     dup = idx.duplicated('image_id', keep='first')
     if dup.any():
@@ -337,32 +368,38 @@ def _finish_split(out:Path, split:str, n_chunks:int, labels:pd.DataFrame|None, l
         problems += [dict(split=split, path=p, reason=f"no labels for {i} in {Path(label_file).name}")
                      for i, p in zip(idx.image_id[~known], idx.path[~known])]
         idx = idx[known].join(labels[SUBTYPES], on='image_id')
-    idx = idx.sort_values(['series_id', 'z', 'image_id'], na_position='last')
-    grp = idx.groupby('series_id', dropna=False)
-    idx.insert(6, 'slice_index', grp.cumcount().astype('int32'))
-    idx.insert(7, 'n_slices', grp['image_id'].transform('size').astype('int32'))
+    idx = number_slices(idx)
+    idx = idx[INDEX_COLUMNS + [c for c in idx.columns if c not in INDEX_COLUMNS]]
     return idx.sort_values('row').reset_index(drop=True), problems
 
 # %% ../nbs/06_preprocess.ipynb #b871a322
 def _channels(windows): return [n for n, _, _ in windows]
 
-def _settings(size, windows, chunk_size):
+def _settings(size, windows, chunk_size, scale=DEFAULT_SCALE, fov_mm=DEFAULT_FOV_MM):
+    scale, fov_mm = check_scale(scale, fov_mm)
     return dict(format=CACHE_FORMAT, ich_nbdev=ich_nbdev.__version__, size=int(size),
                 windows=[dict(name=n, level=float(lv), width=float(wd)) for n, lv, wd in windows],
-                channels=_channels(windows), chunk_size=int(chunk_size))
+                channels=_channels(windows), scale=scale, fov_mm=fov_mm, chunk_size=int(chunk_size))
 
-def _lock(out:Path):
-    "An exclusive lock on the cache being built, so that two runs cannot write it at once (released on exit or kill)."
-    f = open(out/'.build'/'lock', 'w')
-    try: import fcntl
-    except ImportError: return f                       # no flock on this platform
-    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise CacheError(f"{out}: another ich-prepare is writing this cache right now") from None
-    return f
+@contextlib.contextmanager
+def _build_lock(out:Path, progress:bool=True):
+    "Hold the exclusive lock of the cache in `out` (its `.lock` file), waiting for another builder when there is one."
+    f = open(out/'.lock', 'a')
+    try:
+        try: import fcntl
+        except ImportError: fcntl = None                  # no flock on this platform
+        if fcntl is not None:
+            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if progress: print(f"{show_path(out)}: another ich-prepare is building this cache; waiting for it", flush=True)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            except OSError as e:                           # a file system without locks (some network shares)
+                warnings.warn(f"{show_path(out)}: cannot lock the cache ({e.strerror}); do not build it twice at once")
+        yield
+    finally: f.close()                                 # (closing the file releases the lock)
 
 def _mismatch(old:dict, new:dict) -> list:
+    old = {**old, **cache_scale(old)}
     return [f"{k}={old.get(k)!r} (asked: {new[k]!r})" for k in new if old.get(k) != new[k]]
 
 def _check_disk(out:Path, arrays:dict):
@@ -372,21 +409,53 @@ def _check_disk(out:Path, arrays:dict):
         need += max(0, nbytes - have)
     free = shutil.disk_usage(out).free
     if need > free:
-        raise CacheError(f"{out}: the cache needs {need/1e9:.1f} GB more and only {free/1e9:.1f} GB are free; "
+        raise CacheError(f"{show_path(out)}: the cache needs {need/1e9:.1f} GB more and only {free/1e9:.1f} GB are free; "
                          f"free some space or choose a smaller --size")
 
 def _create_array(path:Path, shape:tuple) -> int:
     "Create (or check) the uint8 array file of `shape`; return the byte offset of its data."
     if not path.exists():
-        tmp = path.with_name(path.name + '.tmp')
-        a = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=shape)
-        del a
-        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
-        os.replace(tmp, path); _fsync_dir(path.parent)
+        with atomic_write(path) as tmp:
+            a = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=shape)
+            del a
     a = np.load(path, mmap_mode='r')
     if a.shape != shape or a.dtype != np.uint8:
-        raise CacheError(f"{path}: holds {a.dtype} {a.shape}, expected uint8 {shape}; delete the cache and rebuild")
+        raise CacheError(f"{show_path(path)}: holds {a.dtype} {a.shape}, expected uint8 {shape}; delete the cache and rebuild")
     return a.offset
+
+def _check_out(out:Path, splits:dict):
+    "Refuse an output that is a file, or that lies inside a folder the cache is built from."
+    if out.exists() and not out.is_dir():
+        raise CacheError(f"{show_path(out)}: is a file, not a folder; give a new (or an existing cache) folder")
+    where = out.resolve()
+    for folder, _ in splits.values():
+        d = Path(folder).resolve()
+        if where == d or d in where.parents:
+            raise CacheError(f"{show_path(out)}: inside the data folder {show_path(folder)}, where the next run would read "
+                             "the cache as data; choose a folder outside it")
+    if (out.is_dir() and not (out/'cache.json').exists()
+            and any(p.name not in ('.lock', '.build') for p in out.iterdir())):
+        raise CacheError(f"{show_path(out)}: exists and is not a cache (no cache.json); refusing to write into it")
+
+def _finished(out:Path, settings:dict, files:dict, data_dir, progress:bool) -> dict|None:
+    "`cache.json` of a complete cache in `out` built with `settings` from `files`; None when there is none yet."
+    info_path = out/'cache.json'
+    if not info_path.exists(): return None
+    old = json.loads(info_path.read_text())
+    bad = _mismatch(old, settings)
+    if bad:
+        was = cache_scale(old)
+        hint = ('; to use it as it is, ask for --scale ' + was['scale'] + (f" --fov-mm {was['fov_mm']:g}" if was['fov_mm'] else '')
+                if any(b.startswith(('scale=', 'fov_mm=')) for b in bad) else '')
+        raise CacheError(f"{show_path(out)}: this cache was built with other settings: {'; '.join(bad)}. "
+                         f"Use another --out, or delete {show_path(out)} to rebuild{hint}")
+    if not old.get('complete'): return None
+    counts = {s: old['splits'][s]['files'] for s in old['splits']}
+    if counts != {s: len(f) for s, f in files.items()}:
+        raise CacheError(f"{show_path(out)}: complete, but built from {counts} files and {show_path(data_dir)} now has "
+                         f"{ {s: len(f) for s, f in files.items()} }; build a new cache with another --out")
+    if progress: print(f"{show_path(out)}: cache complete, nothing to do")
+    return old
 
 # %% ../nbs/06_preprocess.ipynb #b70147ea
 def build_cache(data_dir, # RSNA folder (`stage_2_train.csv`, `stage_2_train/`, `stage_2_test/`) or a folder of DICOM files
@@ -394,43 +463,46 @@ def build_cache(data_dir, # RSNA folder (`stage_2_train.csv`, `stage_2_train/`, 
                 size:int=256, # side of the preprocessed square, pixels
                 windows:str=DEFAULT_WINDOWS, # windows to stack as channels, by name
                 n_workers:int|None=None, # processes; default: all cores (0: in this process)
-                progress:bool=True, # show a progress bar
+                progress:bool=True, # show progress (a live bar on a terminal, one line per stage in a log) and the report
                 chunk_size:int=256, # files per unit of work (and of resuming)
+                scale:str=DEFAULT_SCALE, # 'fixed': `fov_mm / size` mm per pixel for every slice; 'fit': the head fills the frame
+                fov_mm:float|None=DEFAULT_FOV_MM, # field of view of `scale='fixed'`, mm
                ) -> dict:
     "Preprocess every DICOM file of `data_dir` into a uint8 array + index per split; resumable; returns `cache.json`."
     out = Path(cache_dir).expanduser()
     wins = parse_windows(windows)
-    settings = _settings(size, wins, chunk_size)
+    settings = _settings(size, wins, chunk_size, scale, fov_mm)
     splits = cache_splits(data_dir)
+    _check_out(out, splits)
     files = {s: rel for s, (_, rel) in splits.items()}
     label_file = find_rsna(data_dir).train_csv if 'train' in files else None
     labels = read_labels(label_file) if label_file is not None else None   # a bad label file fails now, not in hours
+    info = _finished(out, settings, files, data_dir, progress)            # a complete cache is only read: no lock
+    if info is None:
+        out.mkdir(parents=True, exist_ok=True)
+        with _build_lock(out, progress):
+            info = _finished(out, settings, files, data_dir, progress)    # another builder may have finished it meanwhile
+            if info is None: info = _build(out, settings, splits, labels, label_file, wins, n_workers, progress, data_dir)
+            shutil.rmtree(out/'.build', ignore_errors=True)               # (before the lock is released)
+        if progress: print(cache_report(out))
+    if not any(v['slices'] for v in info['splits'].values()):
+        raise CacheError(f"{show_path(data_dir)}: none of its {sum(v['files'] for v in info['splits'].values())} file(s) "
+                         f"could be preprocessed; reasons in {show_path(out/'problems.csv')}")
+    return info
+
+def _build(out, settings, splits, labels, label_file, wins, n_workers, progress, data_dir) -> dict:
+    "Build (or resume) the cache in `out`, holding its lock; return its `cache.json`."
+    files = {s: rel for s, (_, rel) in splits.items()}
+    size, chunk_size = settings['size'], settings['chunk_size']
     info_path = out/'cache.json'
-    if info_path.exists():
-        old = json.loads(info_path.read_text())
-        bad = _mismatch(old, settings)
-        if bad: raise CacheError(f"{out}: this cache was built with other settings: {'; '.join(bad)}. "
-                                 f"Use another --out, or delete {out} to rebuild.")
-        if old.get('complete'):
-            counts = {s: old['splits'][s]['files'] for s in old['splits']}
-            if counts != {s: len(f) for s, f in files.items()}:
-                raise CacheError(f"{out}: complete, but built from {counts} files and {data_dir} now has "
-                                 f"{ {s: len(f) for s, f in files.items()} }; build a new cache with another --out")
-            if progress: print(f"{out}: cache complete, nothing to do")
-            shutil.rmtree(out/'.build', ignore_errors=True)
-            return old
-    elif out.exists() and any(out.iterdir()):
-        raise CacheError(f"{out}: exists and is not a cache (no cache.json); refusing to write into it")
-    (out/'.build').mkdir(parents=True, exist_ok=True)
-    lock = _lock(out)                                  # held until this process (and its workers) end
-    if not info_path.exists(): _write_atomic(info_path, json.dumps(dict(settings, complete=False), indent=1).encode())
+    (out/'.build').mkdir(exist_ok=True)
+    if not info_path.exists(): write_text_atomic(info_path, json.dumps(dict(settings, complete=False), indent=1))
     for s, rel in files.items():                       # the plan: the sorted file list of each split, fixed once
-        plan = out/'.build'/f'{s}-files.txt'
-        text = '\n'.join(rel) + '\n'
-        if not plan.exists(): _write_atomic(plan, text.encode())
-        elif plan.read_text() != text:
-            raise CacheError(f"{out}: the files under {splits[s][0]} changed since this cache was started; "
-                             f"delete {out} to rebuild, or restore the folder")
+        plan = out/'.build'/f'{s}-files.json'          # (JSON keeps any file name exactly, even one that is not UTF-8)
+        if not plan.exists(): write_text_atomic(plan, json.dumps(rel))
+        elif json.loads(plan.read_text()) != rel:
+            raise CacheError(f"{show_path(out)}: the files under {show_path(splits[s][0])} changed since this cache was "
+                             f"started; delete {show_path(out)} to rebuild, or restore the folder")
     slot = len(wins)*size*size
     shapes = {s: (len(rel), len(wins), size, size) for s, rel in files.items() if rel}
     _check_disk(out, {out/f'{s}.npy': n*slot for s, (n, *_) in shapes.items()})
@@ -441,29 +513,29 @@ def build_cache(data_dir, # RSNA folder (`stage_2_train.csv`, `stage_2_train/`, 
         tasks += [(s, k, k*chunk_size, rel[k*chunk_size:(k+1)*chunk_size], str(splits[s][0]), offsets[s])
                   for k in range(n_chunks[s]) if not (out/'.build'/f'{s}-{k:06d}.json').exists()]
     done, total = sum(n_chunks.values()) - len(tasks), sum(n_chunks.values())
-    if progress and done: print(f"{out}: resuming; {done} of {total} chunks were done before")
+    if progress and done: print(f"{show_path(out)}: resuming; {done} of {total} chunks were done before")
     n_workers = num_cpus() if n_workers is None else n_workers
-    if tasks: parallel(_build_chunk, tasks, out=out, size=size, windows=wins, progress=progress, total=len(tasks),
-                       n_workers=min(n_workers, len(tasks)) if n_workers > 1 else 0)
+    if tasks: parallel_progress(_build_chunk, tasks, f'chunks of {chunk_size} files', progress, total=len(tasks),
+                                n_workers=min(n_workers, len(tasks)) if n_workers > 1 else 0,
+                                out=out, size=size, windows=wins, scale=settings['scale'], fov_mm=settings['fov_mm'])
     all_problems, summary = [], {}
     for s, rel in files.items():
         idx, problems = _finish_split(out, s, n_chunks[s], labels if s == 'train' else None, label_file)
-        if rel: _write_table_atomic(idx, out/f'{s}.parquet')
+        if rel: write_table_atomic(idx, out/f'{s}.parquet')
         all_problems += problems
         summary[s] = dict(files=len(rel), slices=len(idx), problems=len(problems),
                           array=f'{s}.npy' if rel else None, index=f'{s}.parquet' if rel else None)
     problems = pd.DataFrame(all_problems, columns=['split', 'path', 'reason']).sort_values(['split', 'path'])
-    _write_table_atomic(problems, out/'problems.csv')
+    write_table_atomic(problems, out/'problems.csv')
     info = dict(settings, complete=True, source=str(Path(data_dir).expanduser().resolve()),
                 splits=summary, problems='problems.csv')
-    _write_atomic(info_path, json.dumps(info, indent=1).encode())
-    shutil.rmtree(out/'.build', ignore_errors=True)
-    lock.close()
-    if progress: print(cache_report(out))
-    if not any(v['slices'] for v in summary.values()):
-        raise CacheError(f"{data_dir}: none of its {sum(len(r) for r in files.values())} file(s) could be "
-                         f"preprocessed; reasons in {out/'problems.csv'}")
+    write_text_atomic(info_path, json.dumps(info, indent=1))
     return info
+
+def _scale_text(info:dict) -> str:
+    s = cache_scale(info)
+    if s['scale'] == 'fit': return 'head box fills the frame (scale fit)'
+    return f"{s['fov_mm']:g} mm field of view, {s['fov_mm']/info['size']:.2f} mm per pixel (scale fixed)"
 
 def cache_report(cache_dir, # a finished cache
                  max_problems:int=20, # list at most this many problem files
@@ -473,10 +545,10 @@ def cache_report(cache_dir, # a finished cache
     info = json.loads((out/'cache.json').read_text())
     parts = [f"{s}: {v['slices']:,} slices" + (f", {v['problems']} problem(s)" if v['problems'] else '')
              for s, v in info['splits'].items()]
-    lines = [f"{out} ({info['size']} px, {', '.join(info['channels'])}): {'; '.join(parts)}"]
+    lines = [f"{show_path(out)} ({info['size']} px, {_scale_text(info)}, {', '.join(info['channels'])}): {'; '.join(parts)}"]
     problems = pd.read_csv(out/'problems.csv')
     if len(problems):
-        lines.append(f"files left out ({len(problems)}; all in {out/'problems.csv'}):")
+        lines.append(f"files left out ({len(problems)}; all in {show_path(out/'problems.csv')}):")
         lines += [f"  {r.split}/{r.path}: {r.reason}" for r in problems.head(max_problems).itertuples()]
     return '\n'.join(lines)
 
@@ -486,10 +558,10 @@ def open_cache(cache_dir, # a cache written by `build_cache`
               ) -> tuple[np.ndarray, pd.DataFrame]:
     "Memory-mapped uint8 array `(N, C, size, size)` and index table of one split of a finished cache."
     d = Path(cache_dir).expanduser()
-    if not (d/'cache.json').exists(): raise CacheError(f"{d}: not a cache (no cache.json)")
+    if not (d/'cache.json').exists(): raise CacheError(f"{show_path(d)}: not a cache (no cache.json)")
     info = json.loads((d/'cache.json').read_text())
-    if not info.get('complete'): raise CacheError(f"{d}: unfinished cache; run ich-prepare again to complete it")
-    if split not in info['splits']: raise CacheError(f"{d}: no split '{split}'; it has {', '.join(info['splits'])}")
+    if not info.get('complete'): raise CacheError(f"{show_path(d)}: unfinished cache; run ich-prepare again to complete it")
+    if split not in info['splits']: raise CacheError(f"{show_path(d)}: no split '{split}'; it has {', '.join(info['splits'])}")
     return np.load(d/f'{split}.npy', mmap_mode='r'), pd.read_parquet(d/f'{split}.parquet')
 
 # %% ../nbs/06_preprocess.ipynb #4bbd9314
@@ -510,17 +582,25 @@ def cache_read_speed(cache_dir, # a finished cache
 def ich_prepare(data_dir:str, # RSNA folder (stage_2_train.csv, stage_2_train/, stage_2_test/) or a folder of DICOM files
                 out:str=None, # cache folder to create, or to resume
                 size:int=256, # side of the preprocessed square, pixels
-                windows:str=DEFAULT_WINDOWS, # windows to stack as channels, comma-separated names
-                n_workers:int=None, # processes (default: all cores)
+                windows:str=DEFAULT_WINDOWS, # windows to stack as channels, comma-separated names (or level/width)
+                n_workers:int=None, # processes (default: all cores; 0: in this process)
                 chunk_size:int=256, # files per unit of work and of resuming
-                quiet:bool=False, # no progress bar or report
+                scale:str=DEFAULT_SCALE, # fixed: the same mm per pixel for every slice; fit: the head fills the frame
+                fov_mm:float=DEFAULT_FOV_MM, # field of view of --scale fixed, mm
+                quiet:bool=False, # no progress or report
                ):
     "Preprocess a folder of CT slices into a training cache (uint8 arrays + index tables); rerun to resume."
-    if not out: raise SystemExit("ich-prepare: give the cache folder with --out")
-    t0 = time.time()
-    try: info = build_cache(data_dir, out, size=size, windows=windows, n_workers=n_workers, progress=not quiet,
-                            chunk_size=chunk_size)
-    except (CacheError, FileNotFoundError, NotADirectoryError, KeyError) as e: raise SystemExit(f"ich-prepare: {e}")
-    if not quiet:
-        n = sum(v['slices'] for v in info['splits'].values())
-        print(f"ich-prepare: {n:,} slices in {out} ({time.time()-t0:.0f} s)")
+    with cli_errors('ich-prepare'):
+        if not out: raise UsageError("give the cache folder with --out")
+        check_arg('--size', size, lo=16, hi=2048, hint='the side of the network input in pixels, e.g. 256')
+        parse_windows(windows)
+        if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 works in this process; leave it out for one per core')
+        check_arg('--chunk-size', chunk_size, lo=1, hint='files per unit of work, e.g. 256')
+        check_arg('--scale', scale, choices=SCALES, hint='fixed shows every slice at the same mm per pixel; fit stretches the head to the frame')
+        check_arg('--fov-mm', fov_mm, lo=50, hi=1000, hint=f'the width of the field of view in mm, e.g. {DEFAULT_FOV_MM:g}')
+        t0 = time.time()
+        info = build_cache(data_dir, out, size=size, windows=windows, n_workers=n_workers, progress=not quiet,
+                           chunk_size=chunk_size, scale=scale, fov_mm=fov_mm)
+        if not quiet:
+            n = sum(v['slices'] for v in info['splits'].values())
+            print(f"ich-prepare: {n:,} slices in {show_path(out)} ({time.time()-t0:.0f} s)")

@@ -20,7 +20,7 @@ from fastcore.parallel import parallel
 from fastcore.script import call_parse
 
 import ich_nbdev
-from .core import SUBTYPES, cache_root
+from .core import SUBTYPES, cache_root, cli_errors, check_arg, show_progress, UsageError
 
 # %% auto #0
 __all__ = ['LESIONS', 'SUBTYPE_WEIGHTS', 'HEADER_VARIANTS', 'SYNTH_VERSION', 'INFO_FILE', 'SAMPLE_DEFAULTS', 'random_head',
@@ -794,11 +794,23 @@ def ich_synth(out_dir:str, # folder to write: new, empty, or a previous syntheti
               lesion_scale:float=1.0, # size of the bleeds
               contrast:float=1.0, # how far above brain the blood sits
               noise:float=8.0, # image noise, HU
-              n_workers:int=None, # worker processes (default: one per core)
-              quiet:bool=False, # no progress bar
+              n_workers:int=None, # worker processes (default: one per core; 0: in this process)
+              quiet:bool=False, # no progress
              ):
     "Write a synthetic head-CT data set in the RSNA Kaggle layout and summarise it."
-    out = write_synthetic_rsna(out_dir, n_studies=n_studies, n_test_studies=n_test_studies, slices=slices, size=size,
-                               seed=seed, lesion_scale=lesion_scale, contrast=contrast, noise=noise,
-                               n_workers=n_workers, progress=not quiet)
-    print(synth_summary(out))
+    with cli_errors('ich-synth'):
+        check_arg('--n-studies', n_studies, lo=1, hint='the number of training studies to write')
+        check_arg('--n-test-studies', n_test_studies, lo=0)
+        check_arg('--slices', slices, lo=3, hint='a bleed spans 3 or more slices')
+        check_arg('--size', size, lo=64, hi=1024, hint='the rows and columns of each image')
+        check_arg('--seed', seed, lo=0)
+        for name, v in (('--lesion-scale', lesion_scale), ('--contrast', contrast)):
+            if not v > 0: raise UsageError(f"{name} must be positive, not {v!r}; 1 is the default")
+        check_arg('--noise', noise, lo=0, hint='the image noise in HU, e.g. 8')
+        if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 works in this process; leave it out for one per core')
+        out, t0, bars = Path(out_dir).expanduser(), time.time(), not quiet and show_progress()
+        write_synthetic_rsna(out, n_studies=n_studies, n_test_studies=n_test_studies, slices=slices, size=size,
+                             seed=seed, lesion_scale=lesion_scale, contrast=contrast, noise=noise,
+                             n_workers=n_workers, progress=bars)
+        if not quiet and not bars: print(f"studies: {n_studies + n_test_studies} written in {time.time() - t0:.1f} s")
+        print(synth_summary(out))

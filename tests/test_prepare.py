@@ -1,5 +1,6 @@
-"""`ich-prepare` as a user runs it: real processes, real files, a real `kill -9` part-way through a build."""
-import filecmp, json, os, shutil, signal, subprocess, sys, time
+"""`ich-prepare` as a user runs it: real processes, real files, a real `kill -9` part-way through a build, two builds of
+one cache at once, and the framing of the head recorded in the cache."""
+import fcntl, filecmp, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -113,3 +114,63 @@ def test_empty_folder_is_an_error(tmp_path):
 def test_command_installed():
     r = subprocess.run([*PREPARE, '--help'], capture_output=True, text=True)
     assert r.returncode == 0 and '--size' in r.stdout
+
+def start(data, out, log, *args):
+    "Start `ich-prepare` (not quiet), its output going to the file `log`."
+    with open(log, 'w') as f:
+        return subprocess.Popen([*PREPARE, str(data), '--out', str(out), '--size', SIZE, *args], stdout=f, stderr=subprocess.STDOUT)
+
+def test_two_builders_at_once(rsna_subset, reference, tmp_path):
+    "Two builds of one cache started together: both succeed, one of them builds, and the cache is the uninterrupted one."
+    out, logs = tmp_path/'cache', [tmp_path/'log0', tmp_path/'log1']
+    procs = [start(rsna_subset, out, log, '--chunk-size', '4', '--n-workers', '1') for log in logs]
+    codes = [p.wait(timeout=600) for p in procs]
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0], texts
+    assert sum('cache complete, nothing to do' in t for t in texts) == 1, texts
+    same_cache(out, reference)
+
+def test_second_builder_waits(rsna_subset, reference, tmp_path):
+    "While another process holds the cache's lock, a builder says once that it waits, writes nothing, then builds."
+    out, log = tmp_path/'cache', tmp_path/'log'
+    out.mkdir()
+    with open(out/'.lock', 'a') as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        p = start(rsna_subset, out, log, '--chunk-size', '4', '--n-workers', '2')
+        t0 = time.time()
+        while 'waiting' not in log.read_text() and p.poll() is None and time.time() - t0 < 120: time.sleep(0.1)
+        time.sleep(1)
+        assert p.poll() is None, log.read_text()
+        assert log.read_text() == f"{out}: another ich-prepare is building this cache; waiting for it\n"
+        assert sorted(q.name for q in out.iterdir()) == ['.lock']
+    assert p.wait(timeout=600) == 0, log.read_text()
+    same_cache(out, reference)
+
+@pytest.fixture(scope='module')
+def few(tmp_path_factory):
+    "A folder of 12 test slices of the synthetic sample."
+    d = tmp_path_factory.mktemp('few')
+    for p in dicom_files(find_rsna(synth_sample()).test_dir)[:12]: shutil.copy(p, d/p.name)
+    return d
+
+def test_scale_recorded(few, tmp_path):
+    for scale, fov in (('fit', '256'), ('fixed', '200')):
+        r = prepare(few, tmp_path/scale, '--scale', scale, '--fov-mm', fov)
+        assert r.returncode == 0, r.stderr
+    fit, fixed = (json.loads((tmp_path/s/'cache.json').read_text()) for s in ('fit', 'fixed'))
+    assert (fit['scale'], fit['fov_mm'], fixed['scale'], fixed['fov_mm']) == ('fit', None, 'fixed', 200.0)
+    assert not np.array_equal(np.load(tmp_path/'fit'/'images.npy'), np.load(tmp_path/'fixed'/'images.npy'))
+    r = prepare(few, tmp_path/'fixed', '--scale', 'fixed', '--fov-mm', '256')
+    assert r.returncode == 1 and 'fov_mm=200.0 (asked: 256.0)' in r.stderr and '--scale fixed --fov-mm 200' in r.stderr, r.stderr
+
+def test_cache_from_before_the_scale_was_recorded(few, tmp_path):
+    "A cache whose cache.json has no scale was built with 'fit': it is used as it is for --scale fit, refused for fixed."
+    r = prepare(few, tmp_path/'c', '--scale', 'fit')
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path/'c'/'cache.json').read_text())
+    del info['scale'], info['fov_mm']
+    (tmp_path/'c'/'cache.json').write_text(json.dumps(info))
+    r = subprocess.run([*PREPARE, str(few), '--out', str(tmp_path/'c'), '--size', SIZE, '--scale', 'fit'], capture_output=True, text=True)
+    assert r.returncode == 0 and 'cache complete, nothing to do' in r.stdout, r.stdout + r.stderr
+    r = prepare(few, tmp_path/'c', '--scale', 'fixed')
+    assert r.returncode == 1 and "scale='fit' (asked: 'fixed')" in r.stderr and 'ask for --scale fit' in r.stderr, r.stderr
