@@ -131,3 +131,22 @@ def test_deploy_builds_the_site_with_quarto():
     assert on['push'] == {'branches': ['main']}
     steps = [s for j in w['jobs'].values() for s in j['steps']]
     assert any('quarto' in s.get('uses', '') for s in steps) and any(s.get('run', '').strip() == 'nbdev-docs' for s in steps)
+
+def test_wheel_installs_and_imports_from_another_folder(tmp_path):
+    "The package as `pip install` from a clone builds it: every module and command is in the wheel, and it imports elsewhere."
+    import zipfile
+    r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(tmp_path/'w'), str(ROOT)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wheel = next((tmp_path/'w').glob('ich_nbdev-*.whl'))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {f'ich_nbdev/{p.name}' for p in (ROOT/'ich_nbdev').glob('*.py')} <= set(names)
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith('entry_points.txt'))).decode()
+    assert all(f'{c} =' in entry for c in PROJECT['scripts']), entry
+    r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(tmp_path/'site'), str(wheel)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    elsewhere = tmp_path/'another_project'; elsewhere.mkdir()
+    r = subprocess.run([sys.executable, '-c', 'import ich_nbdev.inference, ich_nbdev.triage as t; print(t.__file__)'], cwd=elsewhere,
+                       env=dict(os.environ, PYTHONPATH=str(tmp_path/'site')), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and Path(r.stdout.strip()).is_relative_to(tmp_path/'site'), r.stdout + r.stderr[-3000:]
