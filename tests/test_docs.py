@@ -97,3 +97,7 @@ def test_sidebar_lists_every_notebook_once(proc):
     import yaml
     side = yaml.safe_load((proc.parent/'nbs'/'sidebar.yml').read_text())['website']['sidebar']['contents']
     assert side == ['index.ipynb'] + sorted(p.name for p in NOTEBOOKS if p.name != 'index.ipynb'), side
+
+def test_docs_step_leaves_the_site_configuration_as_committed(proc):
+    changed = [f.name for f in (ROOT/'nbs').glob('*.yml') if (proc.parent/'nbs'/f.name).read_text() != f.read_text()]
+    assert not changed, f'nbdev-proc-nbs rewrites {changed}: commit what it writes (or fix pyproject.toml)'

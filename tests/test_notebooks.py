@@ -52,3 +52,17 @@ def run_all(nb_path:Path) -> float:
 def test_notebook(nb):
     secs = run_all(nb)
     print(f'{nb.name}: {secs:.1f} s')
+
+def _write_nb(path:Path, *sources):
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nbformat.write(nb, path)
+    return path
+
+def test_runner_runs_flagged_cells(tmp_path):
+    "Cells flagged `slow` or `gpu`, or `eval: false`, run as in Jupyter; nbdev's runner with skip flags would pass this notebook."
+    nb = _write_nb(tmp_path/'flags.ipynb', 'x = 1', '#| slow\nx += 1', '#| gpu\n#| eval: false\nx += 1',
+                   f'import os, sys\nassert x == 3, x\nassert os.getcwd() == {str(tmp_path)!r}\nassert sys.executable == {sys.executable!r}',
+                   '#| slow\nraise RuntimeError("the full-scale cell ran")')
+    with pytest.raises(pytest.fail.Exception, match=r'flags.ipynb: cell 4 \(id .*\) failed(.|\n)*the full-scale cell ran'):
+        run_all(nb)
