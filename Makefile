@@ -49,6 +49,7 @@ $(LAB): $(STAMP)
 lab-kernel: $(STAMP)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name 'Python (ich_nbdev, $(VENV))'
 
+# as root (a container, a CI machine) Jupyter asks for --allow-root
 lab: $(LAB) lab-kernel
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab --ServerApp.root_dir=nbs \
-	  --MappingKernelManager.default_kernel_name=$(KERNEL) $(LAB_ARGS)
+	  --MappingKernelManager.default_kernel_name=$(KERNEL) $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
