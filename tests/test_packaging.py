@@ -31,8 +31,19 @@ def library_imports() -> dict[str, set[str]]:
         found[f.name] = names - set(sys.stdlib_module_names) - {'ich_nbdev', '__future__'}
     return found
 
+def import_names() -> dict[str, set[str]]:
+    "Distribution names by the top-level name they install (Python 3.10's `packages_distributions` misses wheels without top_level.txt)."
+    found = {}
+    for d in md.distributions():
+        names = set((d.read_text('top_level.txt') or '').split())
+        for f in d.files or []:
+            top = f.parts[0].removesuffix('.py')
+            if not top.endswith(('.dist-info', '.egg-info', '.data', '.libs', '.pth')) and top.isidentifier(): names.add(top)
+        for n in names: found.setdefault(n, set()).add(d.metadata['Name'])
+    return found
+
 def test_every_import_of_the_library_is_a_declared_dependency():
-    dists = md.packages_distributions()
+    dists = import_names()
     declared = _declared(PROJECT['dependencies'])
     undeclared = {}
     for f, names in library_imports().items():
