@@ -1,13 +1,18 @@
 # Two commands on a fresh machine:
 #   make demo   set up .venv, then run the main job on the embedded synthetic sample (outputs in out/demo)
 #   make test   set up .venv, check the library and README are in step with the notebooks, run every notebook and test
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-OUT    ?= out/demo
+# and one to read the course:
+#   make lab    add JupyterLab to .venv, register .venv as the notebooks' kernel, open nbs/ (LAB_ARGS=--no-browser: print the URL)
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+LAB      := $(VENV)/.lab-installed
+OUT      ?= out/demo
+KERNEL   ?= ich_nbdev
+LAB_ARGS ?=
 
-.PHONY: demo test venv sync browser
+.PHONY: demo test venv sync browser lab lab-kernel
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +40,16 @@ test: $(STAMP) browser
 sync: $(STAMP)
 	$(BIN)/nbdev-clean
 	$(BIN)/python tools/sync.py
+
+$(LAB): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,lab]'
+	touch $(LAB)
+
+# the kernel the notebooks open with: this environment's Python (installed inside .venv, so it names .venv's python)
+lab-kernel: $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name 'Python (ich_nbdev, $(VENV))'
+
+# as root (a container, a CI machine) Jupyter asks for --allow-root
+lab: $(LAB) lab-kernel
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab --ServerApp.root_dir=nbs \
+	  --MappingKernelManager.default_kernel_name=$(KERNEL) $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)

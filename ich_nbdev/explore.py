@@ -11,7 +11,8 @@ import numpy as np, pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
 
-from .data import SUBTYPES, find_rsna, read_labels, dicom_meta
+from .core import SUBTYPES, ABBREV
+from .data import find_rsna, read_labels, dicom_meta
 
 # %% auto #0
 __all__ = ['label_counts', 'plot_label_counts', 'cooccurrence', 'plot_cooccurrence', 'study_table', 'plot_slices_per_study',
@@ -39,8 +40,6 @@ def plot_label_counts(labels:pd.DataFrame, ax=None, title:str='Slices per label'
     return ax
 
 # %% ../nbs/05_explore.ipynb #7b13ec23
-from .core import ABBREV
-
 def cooccurrence(labels:pd.DataFrame, # one row per image, `SUBTYPES` columns
                  normalize:bool=True, # P(column | row) instead of counts
                 ) -> pd.DataFrame:

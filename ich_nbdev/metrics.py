@@ -69,14 +69,14 @@ def _binary_log_loss(y:np.ndarray, p:np.ndarray, eps:float) -> np.ndarray:
     return -(y * np.log(p) + (1 - y) * np.log1p(-p))
 
 def _check_weights(weights) -> np.ndarray:
-    w = np.asarray(weights, dtype=np.float64)
+    w = np.asarray(CLASS_WEIGHTS if weights is None else weights, dtype=np.float64)
     if w.shape != (len(SUBTYPES),) or (w < 0).any() or w.sum() <= 0:
         raise MetricInputError(f"weights: expected {len(SUBTYPES)} non-negative numbers, not all 0; got {weights!r}")
     return w
 
 def per_image_log_loss(y_true, # labels, (N, 6), 0/1
                        y_prob, # predicted probabilities, (N, 6)
-                       weights=CLASS_WEIGHTS, # one weight per column of `SUBTYPES`
+                       weights=None, # one weight per column of `SUBTYPES` (None: `CLASS_WEIGHTS`)
                        eps:float=1e-7, # probabilities are clipped to [eps, 1-eps]
                       ) -> np.ndarray:
     "Weighted mean of the six binary log losses of each image, shape (N,)."
@@ -86,7 +86,7 @@ def per_image_log_loss(y_true, # labels, (N, 6), 0/1
 
 def weighted_log_loss(y_true, # labels, (N, 6), 0/1
                       y_prob, # predicted probabilities, (N, 6)
-                      weights=CLASS_WEIGHTS, # one weight per column of `SUBTYPES`
+                      weights=None, # one weight per column of `SUBTYPES` (None: `CLASS_WEIGHTS`)
                       eps:float=1e-7, # probabilities are clipped to [eps, 1-eps]
                      ) -> float:
     "The challenge metric: per image the weighted mean of the six log losses, averaged over images."
@@ -103,7 +103,7 @@ def per_class_log_loss(y_true, # labels, (N, 6), 0/1
 # %% ../nbs/07_metrics.ipynb #480d1cd4
 def prior_log_loss(y_train, # training labels, (N_train, 6): their column means are the predictions
                    y_eval, # labels to score the constant predictions against, (N_eval, 6)
-                   weights=CLASS_WEIGHTS, # one weight per column of `SUBTYPES`
+                   weights=None, # one weight per column of `SUBTYPES` (None: `CLASS_WEIGHTS`)
                    eps:float=1e-7, # probabilities are clipped to [eps, 1-eps]
                   ) -> float:
     "Weighted log loss of predicting each label's training frequency for every image of `y_eval`."
@@ -179,7 +179,7 @@ def plot_roc(y_true, # labels, (N, 6), 0/1
 def metrics_table(y_true, # labels, (N, 6), 0/1
                   y_prob, # predicted probabilities, (N, 6)
                   thresh:float=0.5, # decision threshold for precision and recall
-                  weights=CLASS_WEIGHTS, # log-loss weight per column of `SUBTYPES`
+                  weights=None, # log-loss weight per column of `SUBTYPES` (None: `CLASS_WEIGHTS`)
                   eps:float=1e-7, # probabilities are clipped to [eps, 1-eps]
                  ) -> pd.DataFrame:
     "Per class: weight, log loss, ROC AUC, precision, recall, positives; a `summary` row with the weighted log loss."
@@ -195,7 +195,7 @@ def metrics_table(y_true, # labels, (N, 6), 0/1
 def metrics_summary(y_true, # labels, (N, 6), 0/1
                     y_prob, # predicted probabilities, (N, 6)
                     thresh:float=0.5, # decision threshold for precision, recall and accuracy
-                    weights=CLASS_WEIGHTS, # log-loss weight per column of `SUBTYPES`
+                    weights=None, # log-loss weight per column of `SUBTYPES` (None: `CLASS_WEIGHTS`)
                     eps:float=1e-7, # probabilities are clipped to [eps, 1-eps]
                    ) -> dict:
     "Headline and per-class metrics as a flat dict of plain numbers (NaN as None), for a metrics.json."
@@ -213,7 +213,7 @@ def metrics_summary(y_true, # labels, (N, 6), 0/1
 def _accum(func, name:str) -> AccumMetric:
     return AccumMetric(func, flatten=False, activation=ActivationType.Sigmoid, invert_arg=True, name=name)
 
-def WeightedLogLoss(weights=CLASS_WEIGHTS, eps:float=1e-7) -> AccumMetric:
+def WeightedLogLoss(weights=None, eps:float=1e-7) -> AccumMetric:
     "fastai metric `wlogloss`: `weighted_log_loss` of sigmoid(logits) over the whole validation set."
     return _accum(partial(weighted_log_loss, weights=weights, eps=eps), 'wlogloss')
 

@@ -1,7 +1,9 @@
 """Keep the generated files in step with the notebooks, without Quarto.
 
-`python tools/sync.py`          writes `ich_nbdev/` (nbdev-export) and `README.md` (from `nbs/index.ipynb`).
-`python tools/sync.py --check`  fails, listing the differences, when either is stale.
+`python tools/sync.py`          writes `ich_nbdev/` (nbdev-export), `README.md` (from `nbs/index.ipynb`) and the docs
+                                site's `nbs/sidebar.yml` (every notebook, index first).
+`python tools/sync.py --check`  fails, listing the differences, when any of them is stale or a notebook is not as
+                                `nbdev-clean` leaves it.
 """
 import argparse, difflib, filecmp, json, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
@@ -41,6 +43,20 @@ def readme_text(nb_path=NBS/'index.ipynb'):
     body = '\n\n'.join(o for o in out if o)
     return f'<!-- generated from nbs/index.ipynb by `python tools/sync.py`; edit the notebook, not this file -->\n\n{body}\n'
 
+def sidebar_text(nbs=NBS):
+    "The docs site's sidebar: every notebook in `nbs`, index first, then in file-name order."
+    names = sorted(p.name for p in Path(nbs).glob('*.ipynb') if not p.name.startswith(('_', '.')))
+    names = [n for n in names if n == 'index.ipynb'] + [n for n in names if n != 'index.ipynb']
+    return 'website:\n  sidebar:\n    contents:\n' + ''.join(f'      - {n}\n' for n in names)
+
+def unclean_notebooks():
+    "Notebooks that `nbdev-clean` would change (run on copies, so nothing here is touched)."
+    with tempfile.TemporaryDirectory() as d:
+        for p in NBS.glob('*.ipynb'): shutil.copy2(p, Path(d)/p.name)
+        subprocess.run([sys.executable, '-c', 'import sys; from nbdev.clean import nbdev_clean; nbdev_clean.__wrapped__(fname=sys.argv[1])', d],
+                       cwd=ROOT, check=True, capture_output=True)
+        return sorted(p.name for p in NBS.glob('*.ipynb') if (Path(d)/p.name).read_bytes() != p.read_bytes())
+
 def export_to(dest):
     "Run nbdev-export and copy the result to `dest`, leaving `ich_nbdev/` as it was."
     backup = Path(tempfile.mkdtemp())/'lib'
@@ -70,7 +86,8 @@ def main():
     if not a.check:
         subprocess.run([sys.executable, '-c', 'from nbdev.doclinks import nbdev_export; nbdev_export.__wrapped__()'], cwd=ROOT, check=True)
         (ROOT/'README.md').write_text(readme)
-        print('exported ich_nbdev/ and wrote README.md')
+        (NBS/'sidebar.yml').write_text(sidebar_text())
+        print('exported ich_nbdev/, wrote README.md and nbs/sidebar.yml')
         return
     problems = []
     with tempfile.TemporaryDirectory() as d:
@@ -78,9 +95,13 @@ def main():
         problems += _tree_diff(LIB, Path(d)/'lib')
     if not (ROOT/'README.md').exists() or (ROOT/'README.md').read_text() != readme:
         problems.append('README.md is stale: run `python tools/sync.py` (it is generated from nbs/index.ipynb)')
+    if (NBS/'sidebar.yml').read_text() != sidebar_text():
+        problems.append('nbs/sidebar.yml is stale: run `python tools/sync.py` (it lists every notebook)')
+    unclean = unclean_notebooks()
+    if unclean: problems.append(f'not cleaned: {", ".join(unclean)}: run `nbdev-clean` (or `make sync`)')
     if problems:
         print('Generated files are out of step with the notebooks:\n' + '\n'.join(problems), file=sys.stderr)
         sys.exit(1)
-    print('in sync: nbdev-export leaves ich_nbdev/ unchanged and README.md matches nbs/index.ipynb')
+    print('in sync: nbdev-export leaves ich_nbdev/ unchanged; README.md and nbs/sidebar.yml match the notebooks, which are clean')
 
 if __name__ == '__main__': main()
