@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib, hashlib, inspect, json, os, shutil, time, uuid, warnings
 from pathlib import Path
 
+import ich_nbdev                                  # first: its __init__ hides a torch notice that importing fastai prints
 import numpy as np, pandas as pd, torch
 import torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
@@ -29,7 +30,6 @@ from fastai.vision.learner import vision_learner
 from fastai.metrics import accuracy_multi
 import timm
 
-import ich_nbdev
 from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, UsageError, atomic_write,
                             write_text_atomic, write_table_atomic)
 from .data import patient_folds
@@ -352,6 +352,8 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
                                 "weights file.") from e
     n_zero = zero_init_residual(learn.model, strict=zero_init is not None) if start['zero_init'] else 0
     if start['prior_bias']: set_prior_bias(learn)
+    if learn.opt is not None:       # vision_learner froze a pretrained body, which built an optimiser of the replaced layer
+        learn.opt = None; learn.freeze()
     on_gpu = next(learn.model.parameters()).is_cuda or (dls.device is not None and torch.device(dls.device).type == 'cuda')
     if channels_last: learn.to_channelslast(use_amp=on_gpu)
     elif on_gpu: learn.to_fp16()
@@ -371,7 +373,8 @@ class EpochLines(Callback):
         def f(k, d=4):
             x = v.get(k)
             return 'n/a' if x is None or not np.isfinite(float(x)) else f"{float(x):.{d}f}"
-        self.log(f"epoch {self.epoch + 1}/{self.n_epoch}  train loss {f('train_loss')}  valid loss {f('valid_loss')}  "
+        head = ' (head only)' if getattr(self.opt, 'frozen_idx', 0) else ''   # fine_tune's first epoch: the body frozen
+        self.log(f"epoch {self.epoch + 1}/{self.n_epoch}{head}  train loss {f('train_loss')}  valid loss {f('valid_loss')}  "
                  f"weighted log loss {f('wlogloss')}  AUC(any) {f('auc_any', 3)}  {time.perf_counter() - self.t0:.1f} s")
 
 @contextlib.contextmanager
@@ -499,8 +502,10 @@ def train_model(cache_dir, # a finished cache with labels
         learn.recorder.plot_lr_find(); plt.gcf().savefig(out/'lr_find.png', dpi=100); plt.close('all')
     with training_progress(learn, progress), warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)
-        learn.fit_one_cycle(epochs, lr, cbs=CSVLogger(fname='history.csv'))
+        if pretrained is False: learn.fit_one_cycle(epochs, lr, cbs=CSVLogger(fname='history.csv'))
+        else: learn.fine_tune(epochs, lr, cbs=CSVLogger(fname='history.csv'))   # the head alone for one epoch, then everything
     train_secs = time.time() - t0
+    n_epochs = epochs + (pretrained is not False)
     _plot_history(learn, out/'loss.png')
     with atomic_write(out/'model.pkl') as tmp: learn.export(tmp)
     val = dls.valid.dataset
@@ -515,7 +520,7 @@ def train_model(cache_dir, # a finished cache with labels
                    prior_bias=ich['prior_bias'], zero_init=ich['zero_init'], wd=ich['wd'], drop_path=drop_path, flip_tta=flip_tta,
                    seed=seed, valid_fold=valid_fold, n_folds=n_folds, scale=ich['scale'], fov_mm=ich['fov_mm'],
                    train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
-                   train_slices_per_s=round(epochs * len(dls.train.dataset) / train_secs, 1))
+                   train_slices_per_s=round(n_epochs * len(dls.train.dataset) / train_secs, 1))
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
     ax = plot_roc(val.y, p); ax.figure.savefig(out/'roc.png', dpi=100, bbox_inches='tight'); plt.close('all')
