@@ -2,21 +2,25 @@
 loss on held-out patients against the prior-only baseline, and AUC(any).
 
     python bench/from_scratch.py [--archs plain_cnn,mobilenetv2_100,efficientnet_b2] [--budget 120] [--size 128]
-                                 [--bs 32] [--lr 5e-3] [--n-studies 40] [--slices 24] [--prior-bias] [--zero-init] [--wd 0.05]
-                                 [--drop-path 0.2]
+                                 [--bs 32] [--lr 5e-3] [--n-studies 40] [--slices 24] [--no-prior-bias] [--no-zero-init]
+                                 [--wd 0.05] [--drop-path 0.2]
 
 Every run uses the same cache, folds, loss (BCE), optimiser (RAdam) and `fit_one_cycle`; the number of epochs is
 what fits in `--budget` seconds at the step rate measured on a few batches first. The named baseline is
 `plain_cnn`: eight 3x3 convolutions with batch norm and max pooling, then global max pooling and one linear layer
 (about 0.3 M parameters). It shows whether the budget is enough to learn the bleeds at all; the timm models are the
-notebooks' architectures, trained as in `ich_learner`.
+notebooks' architectures, trained as in `ich_learner`, with its defaults for training from scratch: the output layer
+at the class log-odds, residual blocks started as the identity, weight decay 0.05 (`--no-prior-bias`,
+`--no-zero-init` and `--wd 0` turn them off; `--prior-bias` and `--zero-init` are accepted and change nothing).
 """
 import argparse, time, warnings
 import numpy as np, torch, torch.nn as nn
 from fastai.learner import Learner
 from fastai.optimizer import RAdam
+from fastai.torch_core import set_seed
 from ich_nbdev.synth import synth_sample, SynthError
-from ich_nbdev.learner import synth_cache, cache_dls, ich_learner, ich_loss, ich_metrics, predict_rows, check_arch, LearnerSetupError, set_prior_bias
+from ich_nbdev.learner import (synth_cache, cache_dls, ich_learner, ich_loss, ich_metrics, predict_rows, check_arch,
+                               LearnerSetupError, set_prior_bias, start_settings)
 from ich_nbdev.metrics import metrics_summary, prior_log_loss
 warnings.filterwarnings('ignore')
 
@@ -27,7 +31,7 @@ def plain_cnn(n_in=3, n_out=6):
     return nn.Sequential(block(n_in, 16), block(16, 32), block(32, 64), block(64, 128),
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, n_out))
 
-def make_learner(arch, dls, prior_bias=False, zero_init=False, wd=None, drop_path=0.):
+def make_learner(arch, dls, prior_bias=True, zero_init=True, wd=0.05, drop_path=0.):
     if arch != 'plain_cnn':
         return ich_learner(dls, arch, pretrained=False, loss='bce', prior_bias=prior_bias, zero_init=zero_init, wd=wd,
                             drop_path=drop_path)
@@ -65,9 +69,12 @@ def main():
     ap.add_argument('--lr', type=float, default=5e-3); ap.add_argument('--n-studies', type=int, default=40)
     ap.add_argument('--slices', type=int, default=24, help='slices per synthetic study (fewer: more heads per slice)')
     ap.add_argument('--seed', type=int, default=42)
-    ap.add_argument('--prior-bias', action='store_true', help="start every model's outputs at the class frequencies")
-    ap.add_argument('--zero-init', action='store_true', help="start the timm models' residual blocks as the identity")
-    ap.add_argument('--wd', type=float, default=None, help='decoupled weight decay (default: none)')
+    d = start_settings(pretrained=False)                   # the learner's defaults for training from scratch
+    ap.add_argument('--prior-bias', action=argparse.BooleanOptionalAction, default=d['prior_bias'],
+                    help="start every model's outputs at the class frequencies")
+    ap.add_argument('--zero-init', action=argparse.BooleanOptionalAction, default=d['zero_init'],
+                    help="start the timm models' residual blocks as the identity")
+    ap.add_argument('--wd', type=float, default=d['wd'], help='decoupled weight decay (0: none)')
     ap.add_argument('--drop-path', type=float, default=0., help="stochastic depth rate of the timm models' residual blocks")
     a = ap.parse_args()
     archs = [s.strip() for s in a.archs.split(',') if s.strip()]
@@ -80,11 +87,11 @@ def main():
     print(f"{dev}; synthetic sample of {a.n_studies} training studies of {a.slices} slices, cache {a.size} px; batch {a.bs}, lr {a.lr:g}, "
           f"budget {a.budget:g} s of training per architecture"
           f"{'; output bias at the class log-odds' if a.prior_bias else ''}"
-          f"{'; residual blocks start as the identity' if a.zero_init else ''}{f'; weight decay {a.wd:g}' if a.wd else ''}"
+          f"{'; residual blocks start as the identity' if a.zero_init else ''}{f'; weight decay {a.wd:g}' if a.wd else '; no weight decay'}"
           f"{f'; stochastic depth {a.drop_path:g}' if a.drop_path else ''}")
     rows = []
     for arch in archs:
-        torch.manual_seed(a.seed); np.random.seed(a.seed)
+        set_seed(a.seed, reproducible=True)                # Python's random (batch order), NumPy, torch
         dls = cache_dls(cache, bs=a.bs, seed=a.seed)
         learn = make_learner(arch, dls, a.prior_bias, a.zero_init, a.wd, a.drop_path)
         learn.logger = lambda *a, **k: None                # one line per architecture, not one per epoch

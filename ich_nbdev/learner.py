@@ -6,9 +6,10 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/learner.html.md"""
 
 # %% ../nbs/08_learner.ipynb #1e89f972
 from __future__ import annotations
-import json, os, time, warnings
+import contextlib, hashlib, inspect, json, os, shutil, time, uuid, warnings
 from pathlib import Path
 
+import ich_nbdev                                  # first: its __init__ hides a torch notice that importing fastai prints
 import numpy as np, pandas as pd, torch
 import torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
@@ -16,9 +17,10 @@ from fastcore.script import call_parse
 from fastcore.basics import noop
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
-from fastai.torch_core import TensorImage, TensorMultiCategory, default_device
-from fastai.learner import Learner, load_learner
-from fastai.optimizer import RAdam
+from fastai.torch_core import TensorImage, TensorMultiCategory, default_device, set_seed
+from fastai.callback.core import Callback
+from fastai.learner import Learner, Recorder, load_learner
+from fastai.optimizer import RAdam, Adam
 from fastai.losses import BCEWithLogitsLossFlat
 from fastai.callback.schedule import fit_one_cycle, lr_find, valley, slide
 from fastai.callback.progress import CSVLogger
@@ -28,20 +30,23 @@ from fastai.vision.learner import vision_learner
 from fastai.metrics import accuracy_multi
 import timm
 
-from .data import SUBTYPES, patient_folds
+from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, UsageError, atomic_write,
+                            write_text_atomic, write_table_atomic)
+from .data import patient_folds
 from .synth import synth_sample
 from .preprocess import open_cache, build_cache, CacheError
 from .metrics import (CLASS_WEIGHTS, WeightedLogLoss, MacroPrecision, MacroRecall, AUCAny, metrics_summary,
-                               metrics_table, prior_log_loss, plot_roc)
+                               metrics_table, prior_log_loss, plot_roc, weighted_log_loss)
 
 # %% auto #0
-__all__ = ['synth_cache', 'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'cache_dls',
-           'loader_speed', 'ich_loss', 'ich_metrics', 'check_arch', 'set_prior_bias', 'zero_init_residual',
-           'ich_learner', 'predict_rows', 'predict_images', 'train_model', 'ich_train']
+__all__ = ['LOSSES', 'OPTIMIZERS', 'HEADS', 'ARCH', 'LR', 'FROM_SCRATCH', 'FINE_TUNE', 'COURSE_MODELS', 'synth_cache',
+           'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'open_train_cache',
+           'check_folds', 'cache_dls', 'loader_speed', 'WeightedBCE', 'ich_loss', 'ich_metrics', 'start_settings',
+           'check_arch', 'set_prior_bias', 'zero_init_residual', 'ich_learner', 'EpochLines', 'training_progress',
+           'predict_rows', 'predict_images', 'check_train_args', 'train_model', 'ich_train', 'cached_model',
+           'course_cache', 'course_model']
 
 # %% ../nbs/08_learner.ipynb #3770ed8b
-from .core import cache_root
-
 def synth_cache(size:int=128, # side of the cached slices
                 windows:str='brain,subdural,bone', # channels
                 data_dir=None, # RSNA-layout folder (default: the embedded synthetic sample)
@@ -138,6 +143,36 @@ def _channel_indices(cache_channels:list, windows) -> list:
     if missing: raise LearnerSetupError(f"window(s) {', '.join(missing)} not in this cache; it holds {', '.join(cache_channels)}")
     return [cache_channels.index(w) for w in want]
 
+def open_train_cache(cache_dir, # a finished cache with a labelled `train` split
+                    ) -> tuple[Path, dict, pd.DataFrame]:
+    "The cache folder, its settings (`cache.json`) and the index of its labelled train split; a clear error otherwise."
+    cache_dir = Path(cache_dir).expanduser()
+    if not cache_dir.is_dir(): raise LearnerSetupError(f"{cache_dir}: no such folder; give a cache built with ich-prepare")
+    if not (cache_dir/'cache.json').exists(): raise LearnerSetupError(f"{cache_dir}: not a cache (no cache.json); build one with ich-prepare")
+    try: info = json.loads((cache_dir/'cache.json').read_text())
+    except (ValueError, UnicodeDecodeError) as e: raise LearnerSetupError(f"{cache_dir}/cache.json is not valid JSON ({e}); rebuild the cache with ich-prepare") from None
+    if 'train' not in info.get('splits', {}):
+        raise LearnerSetupError(f"{cache_dir}: no labelled train split (it has: {', '.join(info.get('splits', {})) or 'nothing'}), "
+                                "so no labels to learn from; build the cache from an RSNA folder with stage_2_train.csv")
+    _, idx = open_cache(cache_dir, 'train')
+    missing = [s for s in SUBTYPES if s not in idx.columns]
+    if missing: raise LearnerSetupError(f"{cache_dir}: the train split has no labels ({', '.join(missing)} missing); "
+                                        "build the cache from a folder with stage_2_train.csv")
+    return cache_dir, info, idx
+
+def check_folds(idx:pd.DataFrame, # the train index (one row per slice, with `patient_id`)
+                valid_fold:int, n_folds:int,
+                names=('valid_fold', 'n_folds'), # how the two settings are called where they were given
+               ):
+    "Refuse fold settings that cannot work on this data: fewer than 2 folds, more folds than patients, a fold that does not exist."
+    vf, nf = names
+    check_arg(nf, n_folds, lo=2, hint='one fold is held out for validation, the others train')
+    n_pat = idx['patient_id'].nunique()
+    if n_folds > n_pat:
+        raise UsageError(f"{nf} {n_folds} needs at least {n_folds} patients; this cache holds {n_pat}: use {nf} {max(n_pat, 2)} "
+                         "or fewer, or a cache with more patients")
+    check_arg(vf, valid_fold, lo=0, hi=n_folds - 1, hint=f'the {n_folds} folds are numbered 0 to {n_folds - 1}')
+
 def cache_dls(cache_dir, # a finished cache with a labelled `train` split
               windows=None, # channels to use, by name, e.g. 'brain,brain,brain' (default: all of the cache's)
               valid_fold:int=0, # fold held out for validation
@@ -150,18 +185,9 @@ def cache_dls(cache_dir, # a finished cache with a labelled `train` split
               seed:int=42, # fold assignment
              ) -> DataLoaders:
     "Train/valid `DataLoaders` from a cache: patient-grouped folds, batches read in one pass, device-side flips."
-    cache_dir = Path(cache_dir).expanduser()
-    if not (cache_dir/'cache.json').exists(): raise LearnerSetupError(f"{cache_dir}: not a cache (no cache.json); build one with ich-prepare")
-    info = json.loads((cache_dir/'cache.json').read_text())
-    if 'train' not in info.get('splits', {}):
-        raise LearnerSetupError(f"{cache_dir}: no labelled train split (it has: {', '.join(info.get('splits', {})) or 'nothing'}), "
-                                "so no labels to learn from; build the cache from an RSNA folder with stage_2_train.csv")
-    arr, idx = open_cache(cache_dir, 'train')
-    missing = [s for s in SUBTYPES if s not in idx.columns]
-    if missing: raise LearnerSetupError(f"{cache_dir}: the train split has no labels ({', '.join(missing)} missing); "
-                                        "build the cache from a folder with stage_2_train.csv")
+    cache_dir, info, idx = open_train_cache(cache_dir)
     chans = _channel_indices(info['channels'], windows)
-    if len(idx) < n_folds: raise LearnerSetupError(f"{cache_dir}: {len(idx)} labelled slices cannot fill {n_folds} folds")
+    check_folds(idx, valid_fold, n_folds)
     fold = patient_folds(idx, n_folds=n_folds, seed=seed).to_numpy()
     y = idx[SUBTYPES].to_numpy(np.float32)
     mk = lambda m: CacheRows(cache_dir/'train.npy', idx['row'].to_numpy()[m], y[m], chans, idx['image_id'].to_numpy()[m])
@@ -180,6 +206,7 @@ def cache_dls(cache_dir, # a finished cache with a labelled `train` split
     wins = [info['windows'][i] for i in chans]
     dls.ich = dict(cache=str(cache_dir), channels=[info['channels'][i] for i in chans], size=size or info['size'],
                    cache_size=info['size'], window_specs=[f"{w['level']:g}/{w['width']:g}" for w in wins],
+                   scale=info.get('scale', 'fit'), fov_mm=info.get('fov_mm'),   # a cache without these keys was fitted
                    valid_fold=valid_fold, n_folds=n_folds, seed=seed, mean=mean, std=std)
     return dls
 
@@ -195,14 +222,51 @@ def loader_speed(dl, n_batches:int=20) -> float:
     return n / (time.perf_counter() - t)
 
 # %% ../nbs/08_learner.ipynb #52453a43
+class WeightedBCE(nn.Module):
+    "BCE on logits with a weight per column: per slice the weighted mean of its six losses, then the mean over slices."
+    def __init__(self, weights=CLASS_WEIGHTS, # one weight per column of `SUBTYPES` (`any` counts twice)
+                 reduction:str='mean', # 'mean' over slices, or 'none' for one loss per slice
+                ):
+        super().__init__()
+        self.register_buffer('weights', torch.as_tensor(np.asarray(weights, dtype=np.float32)))
+        self.reduction = reduction
+    def forward(self, inp, targ):
+        l = F.binary_cross_entropy_with_logits(inp.float(), targ.float(), reduction='none')
+        w = self.weights.to(l.device)
+        per_slice = (l * w).sum(-1) / w.sum()
+        return per_slice.mean() if self.reduction == 'mean' else per_slice
+    def activation(self, x): return torch.sigmoid(x)
+    def decodes(self, x): return x > 0.5
+
+LOSSES = ('bce', 'weighted_bce')
 def ich_loss(kind:str='bce'):
     "BCE on logits over the six outputs; `weighted_bce` weights `any` twice, like the challenge metric."
     if kind == 'bce': return BCEWithLogitsLossFlat()
-    if kind == 'weighted_bce': return BCEWithLogitsLossFlat(weight=torch.tensor(CLASS_WEIGHTS, dtype=torch.float32))
-    raise LearnerSetupError(f"unknown loss '{kind}'; use 'bce' or 'weighted_bce'")
+    if kind == 'weighted_bce': return WeightedBCE()
+    raise LearnerSetupError(f"unknown loss '{kind}'; use one of {', '.join(LOSSES)}")
 
 def ich_metrics(): return [WeightedLogLoss(), AUCAny(), MacroPrecision(), MacroRecall(), accuracy_multi]
 
+# %% ../nbs/08_learner.ipynb #71824ab4
+OPTIMIZERS = dict(radam=RAdam, adam=Adam)
+HEADS = dict(fastai={},                                                  # fastai's create_head, as vision_learner builds it
+             thesis=dict(concat_pool=False, lin_ftrs=[], ps=0., first_bn=False))   # average pooling, one linear layer
+
+ARCH = 'resnet10t'                                                # default backbone: learns from scratch on a CPU in minutes
+LR = 3e-3                                                         # maximum learning rate: measured in 10_mobilenetv2
+FROM_SCRATCH = dict(prior_bias=True, zero_init=True, wd=0.05)     # measured in 10_mobilenetv2 and 11_efficientnet_b2
+FINE_TUNE = dict(prior_bias=True, zero_init=False, wd=0.01)       # keep the pretrained weights; fastai's Adam decay
+
+def start_settings(pretrained=False, # False (from scratch), True, or a weights file
+                   prior_bias:bool|None=None, zero_init:bool|None=None, wd:float|None=None, # None: the default for `pretrained`
+                  ) -> dict:
+    "`prior_bias`, `zero_init` and `wd`, with the defaults for training from scratch (`FROM_SCRATCH`) or fine-tuning (`FINE_TUNE`) where None."
+    d = FROM_SCRATCH if pretrained is False else FINE_TUNE
+    return dict(prior_bias=d['prior_bias'] if prior_bias is None else bool(prior_bias),
+                zero_init=d['zero_init'] if zero_init is None else bool(zero_init),
+                wd=d['wd'] if wd is None else float(wd))
+
+# %% ../nbs/08_learner.ipynb #464642cb
 def check_arch(arch:str) -> str:
     "`arch` if timm knows it, else an error suggesting similar names."
     if timm.is_model(arch): return arch
@@ -231,7 +295,9 @@ def set_prior_bias(learn:Learner, y=None, # labels `(n, 6)` to take the frequenc
     setattr(owner, leaf, new)
     return new.bias.detach()
 
-def zero_init_residual(model:nn.Module) -> int:
+def zero_init_residual(model:nn.Module,
+                       strict:bool=True, # a model without residual blocks is an error (False: leave it, return 0)
+                      ) -> int:
     "Zero the scale of the last batch norm in each residual block, so that every block starts as the identity; return how many."
     n = 0
     for m in model.modules():
@@ -239,36 +305,44 @@ def zero_init_residual(model:nn.Module) -> int:
         elif getattr(m, 'has_skip', False):                                           # timm's MobileNet / EfficientNet blocks
             norms = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
             if norms: nn.init.zeros_(norms[-1].weight); n += 1
-    if not n: raise LearnerSetupError("zero_init: the model has no residual blocks to start as the identity")
+    if not n and strict: raise LearnerSetupError("zero_init: the model has no residual blocks to start as the identity")
     return n
 
 def ich_learner(dls:DataLoaders, # from `cache_dls`
-                arch:str='mobilenetv2_100', # any timm model name
+                arch:str=ARCH, # any timm model name
                 pretrained=False, # False: from scratch; True: ImageNet weights from the hub; or a local weights file
                 loss:str='bce', # 'bce' or 'weighted_bce'
+                opt:str='radam', # 'radam' or 'adam' (the thesis' ResNet50)
+                head:str='fastai', # 'fastai' (pooling, 512-unit layer, dropouts) or 'thesis' (average pooling, one linear layer)
                 channels_last:bool=True, # channels-last memory format (plus mixed precision on a GPU)
                 path=None, # where `save`/`export` write (default: the current folder)
-                prior_bias:bool=False, # start the outputs at the training classes' frequencies (`set_prior_bias`)
-                zero_init:bool=False, # start every residual block as the identity (`zero_init_residual`); from scratch only
+                prior_bias:bool|None=None, # start the outputs at the training classes' frequencies (`set_prior_bias`); None: on
+                zero_init:bool|None=None, # start every residual block as the identity (`zero_init_residual`); None: on from scratch
+                wd:float|None=None, # decoupled weight decay; None: 0.05 from scratch, 0.01 pretrained (`start_settings`)
                 drop_path:float=0., # stochastic depth: the chance of skipping a residual branch in training (timm's `drop_path_rate`)
                 **kwargs, # passed on to `vision_learner`
                ) -> Learner:
-    "A fastai `Learner`: timm backbone, 6 sigmoid outputs, BCE or weighted BCE, RAdam, the challenge metrics."
+    "A fastai `Learner`: timm backbone, 6 sigmoid outputs, BCE or weighted BCE, RAdam or Adam, the challenge metrics."
     check_arch(arch)
-    n_in = len(dls.ich['channels']) if hasattr(dls, 'ich') else 3
-    model_kw = {}
+    if opt not in OPTIMIZERS: raise LearnerSetupError(f"unknown optimiser '{opt}'; use one of {', '.join(OPTIMIZERS)}")
+    if head not in HEADS: raise LearnerSetupError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
     if zero_init and pretrained is not False:
         raise LearnerSetupError("zero_init is for training from scratch: it would overwrite the pretrained weights' batch-norm scales")
+    start = start_settings(pretrained, prior_bias, zero_init, wd)
+    if start['wd'] < 0: raise LearnerSetupError(f"wd must be at least 0, not {start['wd']}")
+    n_in = len(dls.ich['channels']) if hasattr(dls, 'ich') else 3
+    model_kw = {}
     if not 0 <= drop_path < 1: raise LearnerSetupError(f"drop_path must be in [0, 1), got {drop_path}")
     if drop_path: model_kw['drop_path_rate'] = drop_path
     if pretrained not in (True, False):
         weights = Path(pretrained).expanduser()
         if not weights.is_file(): raise LearnerSetupError(f"pretrained weights file {weights} not found")
-        model_kw['pretrained_cfg_overlay'] = dict(file=str(weights))
+        model_kw['pretrained_cfg_overlay'] = dict(file=str(weights.absolute()))
         pretrained = True
     try:
         learn = vision_learner(dls, arch, pretrained=pretrained, normalize=False, n_out=len(SUBTYPES), n_in=n_in,
-                               loss_func=ich_loss(loss), opt_func=RAdam, metrics=ich_metrics(), path=path, **model_kw, **kwargs)
+                               loss_func=ich_loss(loss), opt_func=OPTIMIZERS[opt], wd=start['wd'], metrics=ich_metrics(),
+                               path=path, **HEADS[head], **model_kw, **kwargs)
     except TypeError as e:
         if 'drop_path_rate' not in str(e): raise
         raise LearnerSetupError(f"'{arch}' has no stochastic depth (drop_path); use drop_path=0") from e
@@ -277,14 +351,40 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
         raise LearnerSetupError(f"could not load pretrained weights for '{arch}' ({type(e).__name__}: {str(e)[:200]}). "
                                 "Without network access pass pretrained=False (train from scratch) or the path of a local "
                                 "weights file.") from e
-    if zero_init: zero_init_residual(learn.model)
-    if prior_bias: set_prior_bias(learn)
+    n_zero = zero_init_residual(learn.model, strict=zero_init is not None) if start['zero_init'] else 0
+    if start['prior_bias']: set_prior_bias(learn)
+    if learn.opt is not None:       # vision_learner froze a pretrained body, which built an optimiser of the replaced layer
+        learn.opt = None; learn.freeze()
     on_gpu = next(learn.model.parameters()).is_cuda or (dls.device is not None and torch.device(dls.device).type == 'cuda')
     if channels_last: learn.to_channelslast(use_amp=on_gpu)
     elif on_gpu: learn.to_fp16()
-    learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, pretrained=bool(pretrained), n_in=n_in, prior_bias=prior_bias,
-                     zero_init=zero_init, drop_path=drop_path)
+    learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, opt=opt, head=head, pretrained=bool(pretrained), n_in=n_in,
+                     prior_bias=start['prior_bias'], zero_init=bool(n_zero), wd=start['wd'], drop_path=drop_path)
     return learn
+
+# %% ../nbs/08_learner.ipynb #72b3f73c
+class EpochLines(Callback):
+    "One line per epoch for a log: epoch, train loss, valid loss, weighted log loss, AUC(any), seconds; no bars."
+    order = Recorder.order + 1                             # after the recorder has the epoch's values
+    def __init__(self, log=None): self.log = log or (lambda line: print(line, flush=True))
+    def before_epoch(self): self.t0 = time.perf_counter()
+    def after_epoch(self):
+        if getattr(self.learn, 'lr_finder', None) is not None or not self.recorder.values: return
+        v = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
+        def f(k, d=4):
+            x = v.get(k)
+            return 'n/a' if x is None or not np.isfinite(float(x)) else f"{float(x):.{d}f}"
+        head = ' (head only)' if getattr(self.opt, 'frozen_idx', 0) else ''   # fine_tune's first epoch: the body frozen
+        self.log(f"epoch {self.epoch + 1}/{self.n_epoch}{head}  train loss {f('train_loss')}  valid loss {f('valid_loss')}  "
+                 f"weighted log loss {f('wlogloss')}  AUC(any) {f('auc_any', 3)}  {time.perf_counter() - self.t0:.1f} s")
+
+@contextlib.contextmanager
+def training_progress(learn:Learner, progress:bool=True, # False: silent
+                      log=None, # where `EpochLines` writes (default: print)
+                     ):
+    "Context manager for fitting `learn`: live bars where `show_progress()` says so, else one line per epoch; silent when `progress` is False."
+    if progress and show_progress(): yield; return
+    with learn.no_bar(), learn.no_logging(), learn.added_cbs([EpochLines(log)] if progress else []): yield
 
 # %% ../nbs/08_learner.ipynb #728dee38
 def predict_rows(learn:Learner, rows:CacheRows, bs:int=64, flip_tta:bool=False) -> np.ndarray:
@@ -324,7 +424,39 @@ def predict_images(learn:Learner, # a trained (or loaded) learner from `ich_lear
             out.append(p.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, len(SUBTYPES)), np.float32)
 
-# %% ../nbs/08_learner.ipynb #b0cce8e8
+# %% ../nbs/08_learner.ipynb #0b591bdf
+def check_train_args(cache_dir, # the training cache
+                     out=None, # the output folder (None: not checked)
+                     arch:str=ARCH, windows=None, size:int|None=None, epochs:int=5, bs:int=32, lr:float|None=LR,
+                     loss:str='bce', opt:str='radam', head:str='fastai', pretrained=False, valid_fold:int=0, n_folds:int=5,
+                     num_workers:int=0, wd:float|None=None, drop_path:float=0.,
+                     cli:bool=False, # name the settings as `ich-train`'s options (`--valid-fold`) rather than as parameters
+                    ):
+    "Refuse, before any work, settings `train_model` cannot use: one message naming the setting and what to give instead."
+    o = (lambda n: '--' + n.replace('_', '-')) if cli else (lambda n: n)
+    check_arch(arch)
+    check_arg(o('epochs'), epochs, lo=1, hint='the number of passes over the training slices')
+    check_arg(o('bs'), bs, lo=1, hint='the number of slices in a training batch')
+    if size is not None: check_arg(o('size'), size, lo=16, hint="the side in pixels to train at (default: the cache's)")
+    if lr is not None and not lr > 0:
+        raise UsageError(f"{o('lr')} must be above 0, not {lr!r}; the default maximum learning rate is {LR:g}")
+    check_arg(o('loss'), loss, choices=LOSSES)
+    check_arg(o('opt'), opt, choices=tuple(OPTIMIZERS))
+    check_arg(o('head'), head, choices=tuple(HEADS))
+    check_arg(o('workers') if cli else 'num_workers', num_workers, lo=0, hint='0 reads the batches in the main process')
+    if wd is not None: check_arg(o('wd'), wd, lo=0, hint='0 for no weight decay')
+    if drop_path is None or not 0 <= drop_path < 1:
+        raise UsageError(f"{o('drop_path')} must be at least 0 and below 1, not {drop_path!r}; it is the chance of skipping "
+                         "a residual branch (0: off)")
+    if pretrained not in (True, False) and not Path(pretrained).expanduser().is_file():
+        raise UsageError(f"{o('pretrained')} {pretrained}: no such weights file; give false (from scratch), true (ImageNet "
+                         "weights from the hub) or the path of a weights file")
+    if out is not None and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
+        raise UsageError(f"{o('out')} {out} is a file; give a folder (it is created when missing)")
+    _, info, idx = open_train_cache(cache_dir)
+    _channel_indices(info['channels'], windows)
+    check_folds(idx, valid_fold, n_folds, names=(o('valid_fold'), o('n_folds')))
+
 def _plot_history(learn, out):
     fig, ax = plt.subplots(figsize=(5, 3))
     rec = learn.recorder
@@ -339,82 +471,153 @@ def _plot_history(learn, out):
     fig.tight_layout(); fig.savefig(out, dpi=100); plt.close(fig)
 
 def train_model(cache_dir, # a finished cache with labels
-                out, # output folder
-                arch:str='mobilenetv2_100', windows=None, size:int|None=None, epochs:int=5, bs:int=32,
-                lr:float|None=None, # maximum learning rate; None: `lr_find`'s suggestion
-                loss:str='bce', pretrained=False, balanced:bool=False, valid_fold:int=0, n_folds:int=5,
-                num_workers:int=0, seed:int=42, progress:bool=True,
-                prior_bias:bool=False, # start the outputs at the training classes' frequencies
-                zero_init:bool=False, # start every residual block as the identity (from scratch only)
-                wd:float|None=None, # decoupled weight decay (default: RAdam's, none)
+                out, # output folder (created when missing; relative to the current folder)
+                arch:str=ARCH, # timm architecture
+                windows=None, size:int|None=None, epochs:int=5, bs:int=32,
+                lr:float|None=LR, # maximum learning rate of `fit_one_cycle`; None: `lr_find`'s valley suggestion
+                loss:str='bce', # 'bce' or 'weighted_bce'
+                opt:str='radam', # 'radam' or 'adam'
+                head:str='fastai', # 'fastai' or 'thesis'
+                pretrained=False, balanced:bool=False, valid_fold:int=0, n_folds:int=5,
+                num_workers:int=0, seed:int=42,
+                progress:bool=True, # bars or one line per epoch (`training_progress`); False: silent
+                prior_bias:bool|None=None, # start the outputs at the training classes' frequencies (None: on)
+                zero_init:bool|None=None, # start every residual block as the identity (None: on from scratch)
+                wd:float|None=None, # decoupled weight decay (None: 0.05 from scratch, 0.01 pretrained; 0: none)
                 drop_path:float=0., # stochastic depth rate of the backbone's residual blocks
                 flip_tta:bool=False, # validation predictions averaged with those on the mirror images
                ) -> dict:
     "Train on a cache and write `history.csv`, `model.pkl`, `valid_preds.csv`, `metrics.json` and figures to `out`."
-    out = Path(out).expanduser(); out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed); np.random.seed(seed)
+    check_train_args(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss, opt=opt,
+                     head=head, pretrained=pretrained, valid_fold=valid_fold, n_folds=n_folds, num_workers=num_workers,
+                     wd=wd, drop_path=drop_path)
+    out = Path(out).expanduser().absolute()     # fastai joins `learn.path` with file names: a relative folder would appear twice
+    set_seed(seed, reproducible=True)           # Python's random (fastai's batch order), NumPy, torch
     dls = cache_dls(cache_dir, windows=windows, valid_fold=valid_fold, n_folds=n_folds, bs=bs, size=size,
                     balanced=balanced, num_workers=num_workers, seed=seed)
-    learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, path=out, prior_bias=prior_bias,
+    learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, opt=opt, head=head, path=out, prior_bias=prior_bias,
                         zero_init=zero_init, wd=wd, drop_path=drop_path)
-    if not progress: learn.logger = noop                   # no per-epoch lines printed either
+    out.mkdir(parents=True, exist_ok=True)      # only once data and model are ready: a refused setting leaves no folder
     t0 = time.time()
-    ctx = (lambda: learn.no_bar()) if not progress else (lambda: __import__('contextlib').nullcontext())
     if lr is None:
-        with ctx(): lr = float(learn.lr_find(num_it=min(100, 4 * len(dls.train)), show_plot=False).valley)
+        with learn.no_bar(), learn.no_logging(): lr = float(learn.lr_find(num_it=min(100, 4 * len(dls.train)), show_plot=False).valley)
         learn.recorder.plot_lr_find(); plt.gcf().savefig(out/'lr_find.png', dpi=100); plt.close('all')
-    with ctx(), warnings.catch_warnings():
+    with training_progress(learn, progress), warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)
-        learn.fit_one_cycle(epochs, lr, cbs=CSVLogger(fname=str(out/'history.csv')))
+        if pretrained is False: learn.fit_one_cycle(epochs, lr, cbs=CSVLogger(fname='history.csv'))
+        else: learn.fine_tune(epochs, lr, cbs=CSVLogger(fname='history.csv'))   # the head alone for one epoch, then everything
     train_secs = time.time() - t0
+    n_epochs = epochs + (pretrained is not False)
     _plot_history(learn, out/'loss.png')
-    learn.export(out/'model.pkl')
+    with atomic_write(out/'model.pkl') as tmp: learn.export(tmp)
     val = dls.valid.dataset
     p = predict_rows(learn, val, flip_tta=flip_tta)
     preds = pd.DataFrame(p, columns=SUBTYPES); preds.insert(0, 'image_id', val.image_ids)
     preds = preds.join(pd.DataFrame(val.y.astype(int), columns=[f'{s}_label' for s in SUBTYPES]))
-    preds.to_csv(out/'valid_preds.csv', index=False)
+    write_table_atomic(preds, out/'valid_preds.csv')
     summary = metrics_summary(val.y, p)
+    ich = learn.ich
     summary.update(prior_log_loss=float(prior_log_loss(dls.train.dataset.y, val.y)), arch=arch, lr=lr, epochs=epochs,
-                   bs=bs, size=dls.ich['size'], channels=dls.ich['channels'], loss=loss, pretrained=bool(pretrained), prior_bias=prior_bias,
-                   zero_init=zero_init, wd=wd, drop_path=drop_path, flip_tta=flip_tta, train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
-                   train_slices_per_s=round(epochs * len(dls.train.dataset) / train_secs, 1))
+                   bs=bs, size=ich['size'], channels=ich['channels'], loss=loss, opt=opt, head=head, pretrained=bool(pretrained),
+                   prior_bias=ich['prior_bias'], zero_init=ich['zero_init'], wd=ich['wd'], drop_path=drop_path, flip_tta=flip_tta,
+                   seed=seed, valid_fold=valid_fold, n_folds=n_folds, scale=ich['scale'], fov_mm=ich['fov_mm'],
+                   train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
+                   train_slices_per_s=round(n_epochs * len(dls.train.dataset) / train_secs, 1))
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
-    (out/'metrics.json').write_text(json.dumps(summary, indent=1))
+    write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
     ax = plot_roc(val.y, p); ax.figure.savefig(out/'roc.png', dpi=100, bbox_inches='tight'); plt.close('all')
     return dict(summary, learn=learn, valid_preds=preds, out=out)
 
 @call_parse
-def ich_train(cache_dir:str, # a cache from ich-prepare (with a labelled train split)
-              arch:str='mobilenetv2_100', # timm architecture, e.g. resnet50, mobilenetv2_100, efficientnet_b2
-              windows:str=None, # cache channels to use, e.g. brain,brain,brain (default: all)
-              size:int=None, # train at this size (default: the cache's)
-              epochs:int=5, # epochs of fit_one_cycle
-              bs:int=32, # batch size
-              lr:float=None, # max learning rate (default: lr_find's suggestion)
-              loss:str='bce', # bce or weighted_bce
-              pretrained:str='false', # false, true (hub), or a local weights file
-              balanced:bool=False, # oversample slices with a bleed
-              valid_fold:int=0, # fold held out
-              n_folds:int=5, # patient-grouped folds
-              workers:int=0, # loader processes
-              seed:int=42, # random seed
-              out:str='train-out', # output folder
-              quiet:bool=False, # no progress bars
-              prior_bias:bool=False, # start the output layer at the training classes' log-odds
-              zero_init:bool=False, # start every residual block as the identity (from scratch only)
-              wd:float=None, # decoupled weight decay (default: none)
-              drop_path:float=0., # stochastic depth: chance of skipping a residual branch in training
+def ich_train(cache_dir:str, # a cache from ich-prepare with a labelled train split
+              arch:str=ARCH, # timm architecture; resnet10t learns from scratch on a CPU in minutes (measured), the thesis' are resnet50, mobilenetv2_100, efficientnet_b2
+              windows:str=None, # cache channels to use, e.g. brain,brain,brain as the thesis' ResNet50 (default: all of the cache's)
+              size:int=None, # side in pixels to train at, 16 or more (default: the cache's, no resizing)
+              epochs:int=5, # passes over the training slices (fit_one_cycle)
+              bs:int=32, # slices per batch, the thesis' batch size
+              lr:float=LR, # maximum learning rate of fit_one_cycle, measured to learn from scratch here (lr_find's suggestion does not)
+              lr_find:bool=False, # train at lr_find's valley suggestion instead of --lr (may suit --pretrained; too low from scratch here)
+              loss:str='bce', # bce, as the thesis, or weighted_bce (any counts twice, as in the challenge metric)
+              opt:str='radam', # radam, or adam as the thesis' ResNet50
+              head:str='fastai', # fastai (pooling, a 512-unit layer, dropouts) or thesis (average pooling, one linear layer)
+              pretrained:str='false', # false: from scratch, as the thesis; true: ImageNet weights from the hub; or a weights file
+              no_prior_bias:bool=False, # start the output layer at random, as the thesis; otherwise at the class log-odds, so training starts at the prior-only loss
+              no_zero_init:bool=False, # start residual blocks at random, as the thesis; otherwise, from scratch, as the identity, so the deep net starts shallow
+              wd:float=None, # decoupled weight decay, 0 for none (default: 0.05 from scratch, measured against memorising the training heads; 0.01 with --pretrained)
+              drop_path:float=0., # stochastic depth: chance in [0, 1) of skipping a residual branch in training, 0 for off
+              balanced:bool=False, # oversample slices with a bleed to half of each epoch
+              valid_fold:int=0, # fold held out for validation, 0 to n-folds - 1
+              n_folds:int=5, # patient-grouped folds, 2 to the number of patients
+              workers:int=0, # loader processes; 0 reads the cache in the main process, fast enough on the CPU
+              seed:int=42, # seeds the folds, the initial weights and the batch order: same seed, same run on the CPU
+              out:str='train-out', # output folder, created when missing
+              quiet:bool=False, # no progress; otherwise bars on a terminal, one line per epoch in a log
               flip_tta:bool=False, # validation predictions averaged with those on the mirror images
              ):
     "Train a model on a cache; write the log, the exported model, validation predictions and metrics to OUT."
-    pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
-    try:
-        r = train_model(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss,
-                        pretrained=pre, balanced=balanced, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
-                        seed=seed, progress=not quiet, prior_bias=prior_bias,
-                        zero_init=zero_init, wd=wd, drop_path=drop_path, flip_tta=flip_tta)
-    except (LearnerSetupError, CacheError, FileNotFoundError) as e: raise SystemExit(f"ich-train: {e}")
+    with cli_errors('ich-train'):
+        pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
+        kw = dict(arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=None if lr_find else lr, loss=loss,
+                  opt=opt, head=head, pretrained=pre, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
+                  wd=wd, drop_path=drop_path)
+        check_train_args(cache_dir, out, **kw, cli=True)
+        r = train_model(cache_dir, out, **kw, balanced=balanced, seed=seed, progress=not quiet, flip_tta=flip_tta,
+                        prior_bias=False if no_prior_bias else None, zero_init=False if no_zero_init else None)
     print(f"ich-train: {arch}, {r['train_slices']} train / {r['valid_slices']} valid slices, {r['train_seconds']:.0f} s; "
           f"weighted log loss {r['weighted_log_loss']:.4f} (prior-only {r['prior_log_loss']:.4f}), "
           f"AUC(any) {'n/a' if r['auc_any'] is None else format(r['auc_any'], '.3f')}; outputs in {out}")
+
+# %% ../nbs/08_learner.ipynb #14bd6443
+def cached_model(name:str, # the model folder's name before its hash, e.g. 'mobilenetv2_100-course'
+                 cache_dir, # the training cache
+                 progress:bool=False, # show training progress when it trains
+                 train:bool=True, # False: only say where the model is (or would be), never train
+                 **train_kwargs, # settings for `train_model` (arch, epochs, lr, ...); the rest are its defaults
+                ) -> Path:
+    "`model.pkl` of a model trained by `train_model` with these settings: trained on first use, then reused."
+    if not name or Path(name).name != name or name.startswith('.'):
+        raise LearnerSetupError(f"cached_model: name {name!r} must be a plain folder name (no '/', not starting with '.')")
+    sig = inspect.signature(train_model)
+    unknown = sorted(set(train_kwargs) - set(sig.parameters) | set(train_kwargs) & {'cache_dir', 'out', 'progress'})
+    if unknown: raise LearnerSetupError(f"cached_model: {', '.join(unknown)} not a setting of train_model")
+    cache_dir, info, _ = open_train_cache(cache_dir)
+    bound = sig.bind(cache_dir, None, **train_kwargs); bound.apply_defaults()
+    settings = {k: v for k, v in bound.arguments.items() if k not in ('cache_dir', 'out', 'progress')}
+    settings.update(start_settings(settings['pretrained'], settings['prior_bias'], settings['zero_init'], settings['wd']))
+    ident = dict(name=name, settings=settings, cache=str(cache_dir.resolve()), cache_settings=info, version=ich_nbdev.__version__)
+    key = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    out = cache_root()/'models'/f'{name}-{key}'
+    if (out/'model.pkl').exists() or not train: return out/'model.pkl'
+    work = out.with_name(f'.{out.name}.tmp-{uuid.uuid4().hex[:8]}')
+    try:
+        train_model(cache_dir, work, progress=progress, **train_kwargs)
+        write_text_atomic(work/'settings.json', json.dumps(ident, indent=1, default=str))
+        try: os.rename(work, out)                 # atomic: a half-trained folder is never seen under `out`
+        except OSError:
+            if not (out/'model.pkl').exists(): raise
+    finally: shutil.rmtree(work, ignore_errors=True)
+    return out/'model.pkl'
+
+# %% ../nbs/08_learner.ipynb #2a1802b3
+COURSE_MODELS = {   # the model chapters' CPU runs: synthetic data, cache size, `train_model` settings (the rest: defaults)
+    'resnet50': dict(data=dict(n_studies=480, slices=4), cache_size=64,
+                     train=dict(arch='resnet50', windows='brain,brain,brain', size=48, epochs=6, bs=32)),
+    'mobilenetv2_100': dict(data=dict(n_studies=480, slices=4), cache_size=64,
+                            train=dict(arch='mobilenetv2_100', windows='brain,subdural,bone', size=64, epochs=12, bs=16)),
+    'efficientnet_b2': dict(data=dict(n_studies=480, slices=4), cache_size=64,
+                            train=dict(arch='efficientnet_b2', windows='brain,subdural,bone', size=64, epochs=8, bs=32,
+                                       lr=5e-3, drop_path=0.2)),
+}
+
+def course_cache(name:str) -> Path:
+    "The training cache of a model chapter's CPU run (built on first use)."
+    c = COURSE_MODELS[name]
+    return synth_cache(size=c['cache_size'], data_dir=synth_sample(**c['data']))
+
+def course_model(name:str, # 'resnet50', 'mobilenetv2_100' or 'efficientnet_b2' (a key of `COURSE_MODELS`)
+                 train:bool=True, # False: only say where it is (or would be)
+                 progress:bool=False, # show training progress when it trains
+                ) -> Path:
+    "`model.pkl` of the CPU run of a model chapter (`09_resnet50`, `10_mobilenetv2`, `11_efficientnet_b2`): trained once, then reused."
+    if name not in COURSE_MODELS: raise LearnerSetupError(f"no course model '{name}'; choose one of {', '.join(COURSE_MODELS)}")
+    return cached_model(f'{name}-course', course_cache(name), progress=progress, train=train, **COURSE_MODELS[name]['train'])

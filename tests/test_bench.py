@@ -21,10 +21,12 @@ def test_from_scratch_bad_sample():
     assert 'bench/from_scratch.py: slices must be at least 3' in r.stderr
 
 def test_from_scratch_tiny_run():
+    "The learner's defaults for training from scratch, on a sample whose epoch has fewer batches than the timing takes."
     # 24 studies of 4 slices: an epoch has fewer batches than the step-rate timing takes, which must not stop it
     r = run(sys.executable, 'bench/from_scratch.py', '--archs', 'plain_cnn', '--budget', '2', '--size', '64',
             '--n-studies', '24', '--slices', '4')
     assert r.returncode == 0, r.stderr
+    assert 'output bias at the class log-odds; residual blocks start as the identity; weight decay 0.05' in r.stdout   # the learner's defaults
     m = re.search(r'plain_cnn .* weighted log loss ([\d.]+) \(prior-only ([\d.]+): \d+% (below|above)\)  AUC\(any\) ([\d.]+)', r.stdout)
     assert m, r.stdout
     loss, prior, auc = float(m[1]), float(m[2]), float(m[4])
@@ -56,3 +58,10 @@ def test_gpu_sh_cpu_check():
     assert all(float(v.replace(',', '')) > 0 for m in rows for v in m[1:])
     assert re.search(r'mobilenetv2_100 fp32 \+ channels_last \(CPU\) / fp32, default layout \(baseline\): train [\d.]+x', r.stdout)
     assert re.search(r'bench/gpu.sh phases \(s\): GPU check [\d.]+, install [\d.]+, benchmark [\d.]+, from scratch skipped', r.stdout)
+
+def test_from_scratch_without_the_defaults():
+    r = run(sys.executable, 'bench/from_scratch.py', '--archs', 'plain_cnn', '--budget', '1', '--size', '64',
+            '--n-studies', '24', '--slices', '4', '--no-prior-bias', '--no-zero-init', '--wd', '0')
+    assert r.returncode == 0, r.stderr
+    header = r.stdout.splitlines()[0]
+    assert 'no weight decay' in header and 'output bias' not in header and 'identity' not in header, header
