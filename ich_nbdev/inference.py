@@ -6,7 +6,7 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/inference.html.md"""
 
 # %% ../nbs/14_inference.ipynb #b4b3a33a
 from __future__ import annotations
-import contextlib, hashlib, inspect, json, math, os, shutil, sys, tempfile, time, uuid, warnings
+import contextlib, errno, hashlib, inspect, json, math, os, shutil, sys, tempfile, time, uuid, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
@@ -415,6 +415,8 @@ def write_together(items, # (content, path, options) per file: a DataFrame (CSV;
     "Write files so that none replaces its old version unless every one was written whole; the first is replaced last."
     target = {}
     try:
+        for _, path, _ in items:                        # a folder where a file must go fails before anything is written
+            if Path(path).is_dir(): raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         with contextlib.ExitStack() as stack:
             for data, path, kw in items:
                 tmp = stack.enter_context(atomic_write(path))

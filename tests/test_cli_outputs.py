@@ -167,7 +167,7 @@ def test_predict_relative_paths_and_second_run(work, tmp_path):
     wide = probs2.set_index('image_id')[SUBTYPES].stack()
     wide.index = [f'{i}_{s}' for i, s in wide.index]
     np.testing.assert_allclose(sub2.set_index('ID').Label.loc[wide.index].to_numpy(), wide.to_numpy(), rtol=1e-5)  # --clip 0: raw
-    assert sorted(p.name for p in (cwd/'out').iterdir() if not p.name.startswith('.')) == ['sub.csv', 'sub_probs.csv', 'sub_problems.csv']
+    assert sorted(p.name for p in (cwd/'out').iterdir() if not p.name.startswith('.')) == ['sub.csv', 'sub_problems.csv', 'sub_probs.csv']
 
 def test_predict_write_error_is_one_line(work, tmp_path):
     "A file that cannot be written after the work (here a folder in its place): one line, and no submission."
