@@ -163,7 +163,7 @@ def predict_folder(model, # a learner from `load_model`, or the path of `model.p
                    bs:int=64, # batch size
                    tta:bool=False, # average each slice's prediction with that of its mirror image
                    n_workers:int|None=None, # processes for reading and preprocessing; default: all cores
-                   progress:bool=True, # show progress bars
+                   progress:bool=True, # bars on a terminal or in a notebook, one line per stage elsewhere; False: silent
                    chunk_size:int=64, # files per preprocessing task
                    required_ids=None, # image ids that must have a readable header (else `SubmissionError` early)
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:

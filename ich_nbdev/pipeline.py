@@ -171,7 +171,7 @@ def _check_float(name, v, lo, hi, hint=''):
         raise UsageError(f"{name} must be between {lo:g} and {hi:g}, not {v!r}" + (f"; {hint}" if hint else ''))
 
 def check_demo_args(data=None, n_studies:int=480, n_test_studies:int=120, slices:int=4, size:int=128, seed:int=42,
-                    arch:str='mobilenetv2_100', image_size:int=64, windows:str='brain,subdural,bone', epochs:int=12,
+                    arch:str='resnet10t', image_size:int=64, windows:str='brain,subdural,bone', epochs:int=12,
                     bs:int=16, lr:float=3e-3, wd:float=0.05, zero_init:bool=True, max_studies:int=25,
                    ):
     "`UsageError` naming the first setting of `run_demo` / `ich-demo` that cannot work, and what to use instead."
@@ -203,7 +203,7 @@ def check_demo_args(data=None, n_studies:int=480, n_test_studies:int=120, slices
 def run_demo(out, # output folder (created when missing)
              data=None, # an RSNA-layout folder to use instead of generating the synthetic sample
              n_studies:int=480, n_test_studies:int=120, slices:int=4, size:int=128, seed:int=42, # synthetic sample (seed: also training)
-             arch:str='mobilenetv2_100', image_size:int=64, windows:str='brain,subdural,bone', # model and its input
+             arch:str='resnet10t', image_size:int=64, windows:str='brain,subdural,bone', # model and its input
              epochs:int=12, bs:int=16, lr:float=3e-3, wd:float=0.05, # training
              prior_bias:bool=True, zero_init:bool=True, # output layer at the class log-odds; residual blocks as the identity
              max_studies:int=25, # studies drawn with heatmaps in the triage report (all are ranked)
@@ -234,7 +234,7 @@ def ich_demo(out:str, # output folder, e.g. out/demo (created when missing; a se
              slices:int=4, # slices per synthetic study (3-512)
              size:int=128, # synthetic image size in pixels (64-1024)
              seed:int=42, # seed of the synthetic sample and of the training
-             arch:str='mobilenetv2_100', # timm architecture of the demo model
+             arch:str='resnet10t', # timm architecture of the demo model
              image_size:int=64, # side of the cached, preprocessed slices (32-1024)
              epochs:int=12, # training epochs
              bs:int=16, # batch size (at least 2)
