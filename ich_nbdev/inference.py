@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib, errno, hashlib, inspect, json, math, os, shutil, sys, tempfile, time, uuid, warnings
 from pathlib import Path
 
+import ich_nbdev                                   # first: it hides a deprecation notice fastai's import would print
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from fastcore.basics import num_cpus
@@ -16,7 +17,6 @@ from fastcore.parallel import parallel
 from fastcore.script import call_parse
 from fastai.learner import Learner, load_learner
 
-import ich_nbdev
 from .core import (SUBTYPES, cache_root, number_slices, atomic_write, show_progress, progress_iter,
                             UsageError, check_arg, cli_errors)
 from .data import find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomError, show_ids
