@@ -6,32 +6,32 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/inference.html.md"""
 
 # %% ../nbs/14_inference.ipynb #b4b3a33a
 from __future__ import annotations
-import hashlib, json, math, os, shutil, time, uuid, warnings
+import contextlib, errno, hashlib, inspect, json, math, os, shutil, sys, tempfile, time, uuid, warnings
 from pathlib import Path
 
+import ich_nbdev                                   # first: it hides a deprecation notice fastai's import would print
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from fastcore.basics import num_cpus
 from fastcore.parallel import parallel
 from fastcore.script import call_parse
-from fastprogress.fastprogress import progress_bar
 from fastai.learner import Learner, load_learner
 
-import ich_nbdev
-from .data import SUBTYPES, find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomError, show_ids
+from .core import (SUBTYPES, cache_root, number_slices, atomic_write, show_progress, progress_iter,
+                            UsageError, check_arg, cli_errors)
+from .data import find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomError, show_ids
 from .preprocess import preprocess_file, open_cache, CacheError, problem_reason
 from .windowing import parse_windows
 from .learner import synth_cache, train_model, predict_images, predict_rows, CacheRows, LearnerSetupError
 from .metrics import metrics_table, prior_log_loss
 
 # %% auto #0
-__all__ = ['PRED_COLUMNS', 'SUBMISSION_CLIP', 'demo_model', 'ModelError', 'load_model', 'preprocess_files', 'predict_folder',
-           'SubmissionError', 'predict_cache', 'labels_for', 'check_submission', 'submission', 'submission_to_wide',
-           'score_submission', 'plot_any_distribution', 'ich_predict']
+__all__ = ['PRED_COLUMNS', 'SUBMISSION_CLIP', 'demo_model', 'ModelError', 'load_model', 'preprocess_files', 'preprocess_args',
+           'predict_folder', 'SubmissionError', 'predict_cache', 'labels_for', 'check_submission', 'submission',
+           'submission_to_wide', 'score_submission', 'plot_any_distribution', 'writable_dir', 'output_lock',
+           'write_together', 'ich_predict']
 
 # %% ../nbs/14_inference.ipynb #8658644d
-from .core import cache_root
-
 def demo_model(arch:str='resnet10t', # timm architecture
                size:int=64, # side of the cached slices, pixels
                epochs:int=6, bs:int=32, lr:float=1e-2, seed:int=42, # training settings (see `train_model`)
@@ -46,7 +46,8 @@ def demo_model(arch:str='resnet10t', # timm architecture
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            train_model(cache, work, arch=arch, epochs=epochs, bs=bs, lr=lr, seed=seed, progress=False)
+            train_model(cache, work, arch=arch, epochs=epochs, bs=bs, lr=lr, seed=seed, progress=False,
+                        prior_bias=False, zero_init=False, wd=None)   # every setting given: the library's defaults may change
         try: os.rename(work, out)                 # atomic: a half-trained folder is never seen under `out`
         except OSError: pass                      # another process finished first; use its model
     finally: shutil.rmtree(work, ignore_errors=True)
@@ -82,7 +83,7 @@ def load_model(path, # `model.pkl` written by `ich-train` / `learn.export`, or t
     return learn
 
 # %% ../nbs/14_inference.ipynb #764db4f7
-def _preprocess_chunk(paths:list, size:int, windows:str):
+def _preprocess_chunk(paths:list, size:int, windows:str, **kwargs):
     "Preprocess `paths` here: (uint8 array of the usable ones, their positions in `paths`, problem rows)."
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -92,7 +93,7 @@ def _preprocess_chunk(paths:list, size:int, windows:str):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             for i, p in enumerate(paths):
-                try: x[len(ok)] = preprocess_file(p, size, windows)[0]
+                try: x[len(ok)] = preprocess_file(p, size, windows, **kwargs)[0]
                 except Exception as e: problems.append(dict(path=str(p), reason=problem_reason(e, p))); continue
                 ok.append(i)
     finally: torch.set_num_threads(threads)
@@ -111,6 +112,7 @@ def preprocess_files(paths:list, # DICOM files
                      windows:str='brain,subdural,bone', # window names or `level/width` pairs, comma-separated
                      n_workers:int|None=None, # processes; default: all cores (0 or 1: in this process)
                      chunk_size:int=64, # files per task
+                     **kwargs, # passed on to `preprocess_file` (the physical scale: see `preprocess_args`)
                     ) -> tuple[np.ndarray, list, pd.DataFrame]:
     "`preprocess_file` over `paths` in parallel: uint8 `(N, C, size, size)`, positions of the usable files, problems."
     paths = [str(p) for p in paths]
@@ -118,55 +120,76 @@ def preprocess_files(paths:list, # DICOM files
     chunks = _chunks(len(paths), n_workers, chunk_size)
     tasks = [[paths[i] for i in c] for c in chunks]
     if n_workers > 1 and len(tasks) > 1:
-        res = parallel(_preprocess_chunk, tasks, size=size, windows=windows, n_workers=min(n_workers, len(tasks)))
-    else: res = [_preprocess_chunk(t, size, windows) for t in tasks]
+        res = parallel(_preprocess_chunk, tasks, size=size, windows=windows, n_workers=min(n_workers, len(tasks)), **kwargs)
+    else: res = [_preprocess_chunk(t, size, windows, **kwargs) for t in tasks]
     xs = [r[0] for r in res] or [np.zeros((0, len(parse_windows(windows)), size, size), np.uint8)]
     ok = [c[i] for c, r in zip(chunks, res) for i in r[1]]
     problems = pd.DataFrame([p for r in res for p in r[2]], columns=['path', 'reason'])
     return np.concatenate(xs), ok, problems
+
+# %% ../nbs/14_inference.ipynb #41f067a3
+def _scale_params() -> set:
+    "The physical-scale parameters this version of `preprocess_file` takes."
+    return {'scale', 'fov_mm'} & set(inspect.signature(preprocess_file).parameters)
+
+def preprocess_args(learn:Learner, # a learner from `load_model` (or `ich_learner`)
+                   ) -> dict:
+    "Keyword arguments of `preprocess_file` that reproduce a model's input: `size`, `windows` and its physical scale."
+    size, windows = _model_input(learn)
+    scale, fov_mm = learn.ich.get('scale', 'fit'), learn.ich.get('fov_mm')
+    have = _scale_params()
+    kw = dict(size=size, windows=windows)
+    if 'scale' in have: kw['scale'] = scale
+    elif scale != 'fit':
+        raise ModelError(f"the model was trained on slices at scale '{scale}'" + (f" ({fov_mm:g} mm across)" if fov_mm else '')
+                         + ", but this version of preprocess_file only stretches the head to the frame ('fit'); "
+                         "update ich_nbdev to predict with this model")
+    if fov_mm is not None and 'fov_mm' in have: kw['fov_mm'] = fov_mm
+    return kw
 
 # %% ../nbs/14_inference.ipynb #f56bb8ac
 PRED_COLUMNS = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'slice_index', 'n_slices', *SUBTYPES, 'path']
 
 def _as_learner(model) -> Learner: return model if isinstance(model, Learner) else load_model(model)
 
-def _with_positions(df:pd.DataFrame) -> pd.DataFrame:
-    "Sort by series and position; number the slices of each series."
-    df = df.sort_values(['series_id', 'z', 'image_id'], na_position='last').reset_index(drop=True)
-    grp = df.groupby('series_id', dropna=False)
-    df['slice_index'] = grp.cumcount().astype('int32')
-    df['n_slices'] = grp['image_id'].transform('size').astype('int32')
-    return df
+def _with_probs(index:pd.DataFrame, p:np.ndarray) -> pd.DataFrame:
+    "`PRED_COLUMNS`: the slices of `index` (one row each) with their probabilities `p`, numbered along each series."
+    cols = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'path'] + (['instance_number'] if 'instance_number' in index else [])
+    df = pd.concat([index[cols].reset_index(drop=True), pd.DataFrame(p, columns=SUBTYPES)], axis=1)
+    return number_slices(df)[PRED_COLUMNS]
 
 def predict_folder(model, # a learner from `load_model`, or the path of `model.pkl`
                    dicom_dir, # folder of DICOM files (searched recursively), or a list of files
                    bs:int=64, # batch size
                    tta:bool=False, # average each slice's prediction with that of its mirror image
                    n_workers:int|None=None, # processes for reading and preprocessing; default: all cores
-                   progress:bool=True, # show progress bars
+                   progress:bool=True, # bars on a terminal or in a notebook, one line per stage elsewhere; False: silent
                    chunk_size:int=64, # files per preprocessing task
                    required_ids=None, # image ids that must have a readable header (else `SubmissionError` early)
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Six probabilities per readable slice (`PRED_COLUMNS`) and the files that could not be used (`path`, `reason`)."
     learn = _as_learner(model)
-    size, windows = _model_input(learn)
-    meta, problems = dicom_meta(dicom_dir, n_workers=n_workers, progress=progress)
+    pp = preprocess_args(learn)
+    bars = progress and show_progress()             # live bars on a terminal or in a notebook; else one line per stage
+    t0 = time.time()
+    meta, problems = dicom_meta(dicom_dir, n_workers=n_workers, progress=bars)
+    if progress and not bars: print(f"headers: {len(meta)} slice(s) read, {len(problems)} file(s) left out, {time.time() - t0:.1f} s")
     if required_ids is not None:
         _require(required_ids, meta.image_id, problems, 'demanded by the sample submission have no readable DICOM file')
     n_workers = num_cpus() if n_workers is None else n_workers
     chunks = _chunks(len(meta), n_workers, chunk_size)
     per_wave = max(1, n_workers)*4
     waves = [range(chunks[i].start, chunks[min(i+per_wave, len(chunks))-1].stop) for i in range(0, len(chunks), per_wave)]
-    probs, rows, bad = [], [], [problems]
-    for w in (progress_bar(waves, comment='slices') if progress and len(waves) > 1 else waves):
-        x, ok, p = preprocess_files(meta.path.iloc[w.start:w.stop].tolist(), size, windows, n_workers, chunk_size)
+    probs, rows, bad, t1 = [], [], [problems], time.time()
+    for w in progress_iter(waves, 'slices', progress=bars and len(waves) > 1):
+        x, ok, p = preprocess_files(meta.path.iloc[w.start:w.stop].tolist(), n_workers=n_workers, chunk_size=chunk_size, **pp)
         probs.append(predict_images(learn, x, bs=bs, flip_tta=tta))
         rows += [w.start + i for i in ok]; bad.append(p)
-    preds = meta.iloc[rows][['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'path']].reset_index(drop=True)
     p = np.concatenate(probs) if probs else np.zeros((0, len(SUBTYPES)), np.float32)
-    preds = _with_positions(pd.concat([preds, pd.DataFrame(p, columns=SUBTYPES)], axis=1))
+    preds = _with_probs(meta.iloc[rows], p)
     problems = pd.concat([b for b in bad if len(b)] or [bad[0]], ignore_index=True).sort_values('path', ignore_index=True)
-    return preds[PRED_COLUMNS], problems
+    if progress and not bars: print(f"predicted: {len(preds)} slice(s){' with flip TTA' if tta else ''}, {time.time() - t1:.1f} s")
+    return preds, problems
 
 # %% ../nbs/14_inference.ipynb #ca2a3ddc
 class SubmissionError(ValueError):
@@ -193,6 +216,14 @@ def _require(want, # image ids that must be there
     raise SubmissionError(f"{len(missing)} image(s) {what}: {show_ids(listed + list(missing[8:]))}" + (f"; {then}" if then else ''))
 
 # %% ../nbs/14_inference.ipynb #fa5ab0b0
+def _scale_text(scale:str, fov_mm=None) -> str:
+    return f"scale '{scale}'" + (f" ({float(fov_mm):g} mm across)" if scale == 'fixed' and fov_mm is not None else '')
+
+def _same_scale(a:tuple, b:tuple) -> bool:
+    "Do two (scale, fov_mm) settings show slices alike? (an unrecorded field of view matches any)"
+    if a[0] != b[0]: return False
+    return a[0] != 'fixed' or a[1] is None or b[1] is None or float(a[1]) == float(b[1])
+
 def _cache_channels(learn:Learner, info:dict, cache_dir) -> list:
     "Channel indices of the cache that give the model its input, or `ModelError` naming what does not fit."
     wins = [(float(w['level']), float(w['width'])) for w in info['windows']]
@@ -200,12 +231,15 @@ def _cache_channels(learn:Learner, info:dict, cache_dir) -> list:
     issues = []
     if int(info['size']) != int(learn.ich['cache_size']):
         issues.append(f"its slices are {info['size']} px and the model's were {learn.ich['cache_size']} px")
+    c_scale, m_scale = (info.get('scale', 'fit'), info.get('fov_mm')), (learn.ich.get('scale', 'fit'), learn.ich.get('fov_mm'))
+    if not _same_scale(c_scale, m_scale):
+        issues.append(f"its slices are at {_scale_text(*c_scale)} and the model's were at {_scale_text(*m_scale)}")
     missing = [f"{n} ({s})" for n, s, w in zip(learn.ich['channels'], learn.ich['window_specs'], want) if w not in wins]
     if missing: issues.append(f"it lacks the model's window(s) {', '.join(missing)}; "
                               f"it holds {', '.join(f'{c} ({l:g}/{w:g})' for c, (l, w) in zip(info['channels'], wins))}")
     if issues: raise ModelError(f"{cache_dir}: this cache does not fit the model: {'; '.join(issues)}. Build a cache with "
-                                f"ich-prepare --size {learn.ich['cache_size']} --windows {','.join(learn.ich['window_specs'])}, "
-                                "or predict from the DICOM folder")
+                                f"ich-prepare --size {learn.ich['cache_size']} --windows {','.join(learn.ich['window_specs'])} "
+                                f"at the model's {_scale_text(*m_scale)}, or predict from the DICOM folder")
     return [wins.index(w) for w in want]
 
 def predict_cache(model, # a learner from `load_model`, or the path of `model.pkl`
@@ -220,11 +254,9 @@ def predict_cache(model, # a learner from `load_model`, or the path of `model.pk
     chans = _cache_channels(learn, info, cache_dir)
     rows = CacheRows(cache_dir/f'{split}.npy', idx['row'].to_numpy(), None, chans, idx['image_id'].to_numpy())
     p = predict_rows(learn, rows, bs=bs, flip_tta=tta)
-    preds = pd.concat([idx[['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'path']].reset_index(drop=True),
-                       pd.DataFrame(p, columns=SUBTYPES)], axis=1)
     problems = pd.read_csv(cache_dir/'problems.csv')
     problems = problems[problems['split'] == split][['path', 'reason']].reset_index(drop=True)
-    return _with_positions(preds)[PRED_COLUMNS], problems
+    return _with_probs(idx, p), problems
 
 # %% ../nbs/14_inference.ipynb #17c86c2b
 def labels_for(preds:pd.DataFrame, # predictions with an `image_id` column
@@ -297,7 +329,10 @@ def submission(preds:pd.DataFrame, # one row per image: `image_id` and the six p
     p = preds[SUBTYPES].to_numpy(np.float64)
     bad = ~np.isfinite(p).all(1)
     if bad.any(): raise SubmissionError(f"{bad.sum()} image(s) with NaN or infinite predictions: {show_ids(preds['image_id'][bad])}")
-    if clip is not None: p = np.clip(p, *clip)
+    if clip is not None:
+        lo, hi = clip
+        if not 0 <= lo < hi <= 1: raise SubmissionError(f"clip must be (low, high) with 0 <= low < high <= 1, not {tuple(clip)}")
+        p = np.clip(p, lo, hi)
     sub = labels_to_long(pd.DataFrame(p, columns=SUBTYPES, index=preds['image_id'].astype(str).to_numpy()))
     if sample_submission is None: return check_submission(sub)
     ids = _ids_of(sample_submission, 'sample submission')
@@ -341,16 +376,63 @@ def plot_any_distribution(preds:pd.DataFrame, # predictions with `image_id` and 
     return ax
 
 # %% ../nbs/14_inference.ipynb #79c6bba6
-def _write_csv_atomic(df:pd.DataFrame, path:Path, float_format=None):
-    "Write `df` so that `path` holds the old file or the whole new one, never a part."
-    part = path.with_name(f'.{path.name}.part')
-    df.to_csv(part, index=False, float_format=float_format)
-    os.replace(part, path)
+def writable_dir(folder, # the folder to write into; created, with its parents, when missing
+                 what:str='--out', # how the message names it
+                ) -> Path:
+    "`folder`, created when missing, once a file could be written in it; `UsageError` in one line otherwise."
+    d = Path(folder).expanduser()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix='.ich-write-check-'): pass
+    except OSError as e:
+        blocker = next((a for a in (d, *d.parents) if a.exists()), None)
+        why = (f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir()
+               else e.strerror or type(e).__name__)
+        raise UsageError(f"{what}: cannot write in {d} ({why}); choose a folder you can write to") from None
+    return d
 
+@contextlib.contextmanager
+def output_lock(path, # an output file (or any name in the folder the outputs go to)
+               ):
+    "Context manager: hold an exclusive lock for the outputs at `path`, so that runs writing them take turns."
+    try: import fcntl
+    except ImportError: yield; return                   # no POSIX locks (Windows): writes are still atomic one by one
+    lock = Path(path).with_name(f'.{Path(path).name}.lock')
+    while True:
+        f = open(lock, 'a')
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock).st_ino == os.fstat(f.fileno()).st_ino: break
+        except FileNotFoundError: pass
+        f.close()                                       # the holder before us removed that file: lock the new one
+    try: yield
+    finally:
+        with contextlib.suppress(OSError): os.unlink(lock)
+        f.close()
+
+def write_together(items, # (content, path, options) per file: a DataFrame (CSV; options go to `to_csv`), str or bytes
+                  ) -> list:
+    "Write files so that none replaces its old version unless every one was written whole; the first is replaced last."
+    target = {}
+    try:
+        for _, path, _ in items:                        # a folder where a file must go fails before anything is written
+            if Path(path).is_dir(): raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        with contextlib.ExitStack() as stack:
+            for data, path, kw in items:
+                tmp = stack.enter_context(atomic_write(path))
+                target[str(tmp)] = Path(path)
+                if isinstance(data, pd.DataFrame): data.to_csv(tmp, index=False, **(kw or {}))
+                else: Path(tmp).write_bytes(data.encode('utf-8') if isinstance(data, str) else data)
+    except OSError as e:
+        where = target.get(str(e.filename), e.filename)
+        raise OSError(e.errno, f"could not be written ({e.strerror or e}); no file was left half-written", str(where)) from None
+    return [Path(p) for _, p, _ in items]
+
+# %% ../nbs/14_inference.ipynb #81ae7af0
 def _resolve_input(dicom_dir, sample_submission):
     "The folder to predict and the sample submission: an RSNA folder's own `stage_2_test/` and sample by default."
     d = Path(dicom_dir).expanduser()
-    if not d.is_dir(): raise SystemExit(f"ich-predict: {d}: not a folder")
+    if not d.is_dir(): raise UsageError(f"{d}: not a folder; DICOM_DIR is a folder of DICOM files or an RSNA data folder")
     try: rsna = find_rsna(d)
     except FileNotFoundError: rsna = None
     if rsna is None or rsna.test_dir is None: return d, sample_submission, None
@@ -360,38 +442,45 @@ def _resolve_input(dicom_dir, sample_submission):
         note += f" for the IDs of {rsna.sample_submission.name}"
     return rsna.test_dir, sample_submission, note
 
+def _check_clip(clip):
+    if not 0 <= clip < 0.5:
+        raise UsageError(f"--clip must be at least 0 and below 0.5 (probabilities are clipped to [clip, 1 - clip]), "
+                         f"not {clip!r}; the default 1e-4 costs a right answer at most 1e-4 nats")
+
 @call_parse
 def ich_predict(model:str, # exported model: model.pkl from ich-train, or its folder
                 dicom_dir:str, # folder of DICOM slices (searched recursively); an RSNA folder: its stage_2_test/
                 out:str='submission.csv', # submission CSV; NAME_probs.csv and NAME_problems.csv go next to it
                 tta:bool=False, # flip test-time augmentation (average with the mirrored slice)
                 sample_submission:str=None, # sample submission whose IDs and order to follow (an RSNA folder's by default)
-                bs:int=64, # batch size
-                n_workers:int=None, # processes for reading and preprocessing (default: all cores)
-                clip:float=1e-4, # clip probabilities to [clip, 1-clip]; 0: no clipping
-                quiet:bool=False, # no progress bars
+                bs:int=64, # batch size (at least 1)
+                n_workers:int=None, # processes for reading and preprocessing (default: all cores; 0: this process)
+                clip:float=1e-4, # clip probabilities to [clip, 1-clip], 0 <= clip < 0.5; 0: no clipping
+                quiet:bool=False, # no progress bars or progress lines
                ):
     "Predict the six hemorrhage probabilities of every slice in DICOM_DIR and write a checked Kaggle submission."
-    out = Path(out).expanduser()
-    if out.suffix != '.csv': raise SystemExit(f"ich-predict: --out must end in .csv, not '{out.name}'")
-    t0 = time.time()
-    src, sample_submission, note = _resolve_input(dicom_dir, sample_submission)
-    try:
+    with cli_errors('ich-predict'):
+        t0 = time.time()
+        check_arg('--bs', bs, lo=1, hint='slices per forward pass, e.g. 64')
+        if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 reads the files in this process')
+        _check_clip(clip)
+        out = Path(out).expanduser()
+        if out.suffix != '.csv': raise UsageError(f"--out must end in .csv, not '{out.name}'")
+        if out.is_dir(): raise UsageError(f"--out {out} is a folder; give the submission's file name, e.g. {out/'submission.csv'}")
+        writable_dir(out.parent, '--out')
+        src, sample_submission, note = _resolve_input(dicom_dir, sample_submission)
         want = None
         if sample_submission is not None:
             want = _split_ids(_ids_of(sample_submission, 'sample submission'), str(sample_submission))['image_id'].unique()
         learn = load_model(model)
         print(f"ich-predict: model {learn.ich.get('arch', '?')} ({learn.ich['cache_size']} px; "
               f"{', '.join(f'{c} {w}' for c, w in zip(learn.ich['channels'], learn.ich['window_specs']))}), "
-              f"TTA {'on' if tta else 'off'}" + (f"; {note}" if note else ''))
+              f"TTA {'on' if tta else 'off'}" + (f"; {note}" if note else ''), flush=True)
         t1 = time.time()
         preds, problems = predict_folder(learn, src, bs=bs, tta=tta, n_workers=n_workers, progress=not quiet,
                                          required_ids=want)
         secs = time.time() - t1
-        out.parent.mkdir(parents=True, exist_ok=True)
         probs_path, problems_path = out.with_name(out.stem + '_probs.csv'), out.with_name(out.stem + '_problems.csv')
-        _write_csv_atomic(preds, probs_path)
-        if len(problems): _write_csv_atomic(problems, problems_path)
         n_files = len(preds) + len(problems)
         print(f"{len(preds)} image(s) from {n_files} file(s) in {secs:.1f} s ({len(preds)/max(secs, 1e-9):.1f} slices/s); "
               f"{preds.study_id.nunique()} stud(ies), {preds.series_id.nunique()} series")
@@ -399,10 +488,10 @@ def ich_predict(model:str, # exported model: model.pkl from ich-train, or its fo
             print(f"{len(problems)} file(s) could not be used (listed in {problems_path}):")
             for p, r in problems.itertuples(index=False): print(f"  {p}: {r}")
         else: print("problems: none")
+        sys.stdout.flush()
         sub = submission(preds, sample_submission, clip=(clip, 1 - clip) if clip else None, problems=problems)
-    except (ModelError, SubmissionError, LearnerSetupError, NoDicomError, NotADirectoryError) as e:
-        raise SystemExit(f"ich-predict: {e}")
-    _write_csv_atomic(sub, out, float_format='%.6g')          # 6 significant digits: ample for a probability
-    print(f"wrote {out} ({len(sub)} rows: {len(sub)//len(SUBTYPES)} images × {len(SUBTYPES)}, checked"
-          + (f" against {Path(sample_submission).name}" if isinstance(sample_submission, (str, Path)) else '')
-          + f") and {probs_path.name}; {time.time()-t0:.1f} s in all")
+        with output_lock(out):                        # 6 significant digits: ample for a probability
+            write_together([(sub, out, dict(float_format='%.6g')), (preds, probs_path, {}), (problems, problems_path, {})])
+        print(f"wrote {out} ({len(sub)} rows: {len(sub)//len(SUBTYPES)} images × {len(SUBTYPES)}, checked"
+              + (f" against {Path(sample_submission).name}" if isinstance(sample_submission, (str, Path)) else '')
+              + f"), {probs_path.name} and {problems_path.name}; {time.time()-t0:.1f} s in all")

@@ -6,21 +6,26 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/pipeline.html.md"""
 
 # %% ../nbs/18_pipeline.ipynb #c83aaffb
 from __future__ import annotations
-import json, time
+import os, time
 from pathlib import Path
-import pandas as pd
+import numpy as np, pandas as pd
 from fastcore.script import call_parse
 
-from .data import SUBTYPES, find_rsna, read_labels, dicom_meta, write_table
+from .core import (SUBTYPES, show_progress, write_table_atomic, write_text_atomic, UsageError, check_arg,
+                            cli_errors, error_line)
+from .data import find_rsna, read_labels, dicom_meta
 from .explore import explore_figures, label_counts
 from .synth import synth_sample
+from .windowing import parse_windows
 from .preprocess import build_cache
-from .learner import train_model
-from .inference import predict_folder, submission, check_submission, score_submission, load_model
+from .learner import train_model, check_arch, zero_init_residual
+from .metrics import prior_log_loss
+from .inference import (predict_folder, submission, check_submission, score_submission, load_model, labels_for,
+                                 writable_dir)
 from .triage import triage_report
 
 # %% auto #0
-__all__ = ['STAGES', 'StageError', 'run_stages', 'run_demo', 'ich_demo']
+__all__ = ['STAGES', 'StageError', 'run_stages', 'epoch_lines', 'check_demo_args', 'run_demo', 'ich_demo']
 
 # %% ../nbs/18_pipeline.ipynb #fa6e7199
 class StageError(RuntimeError):
@@ -37,126 +42,212 @@ def run_stages(stages:list, # (name, function) pairs; each function takes and re
         log(f"[{k}/{len(stages)}] {name} ...")
         t0 = time.time()
         try: fn(state)
-        except Exception as e: raise StageError(f"stage '{name}' failed: {type(e).__name__}: {e}") from e
+        except Exception as e: raise StageError(f"stage '{name}' failed: {type(e).__name__}: {' '.join(str(e).split())}") from e
         state['timings'][name] = round(time.time() - t0, 1)
         log(f"[{k}/{len(stages)}] {name} done in {state['timings'][name]:.1f} s")
     return state
 
 # %% ../nbs/18_pipeline.ipynb #9f05dc16
+def _shown(s, p) -> str:
+    "Path `p` as the user would write it: under the output folder as they named it, or as it is."
+    p = Path(p)
+    return str(Path(s['out_arg'])/p.relative_to(s['out'])) if p.is_relative_to(s['out']) else str(p)
+
 def _stage_data(s):
     if s.get('data') is None:
         s['data'] = synth_sample(s['out']/'data', n_studies=s['n_studies'], n_test_studies=s['n_test_studies'],
-                                 slices=s['slices'], size=s['size'], seed=s['seed'])
+                                 slices=s['slices'], size=s['size'], seed=s['seed'], progress=s['bars'])
     s['paths'] = find_rsna(s['data'])
+    print(f"    {_shown(s, s['data'])}: " + ', '.join(f"{p.name}/ {sum(1 for _ in p.glob('*.dcm'))} files"
+                                                   for p in (s['paths'].train_dir, s['paths'].test_dir) if p is not None))
 
 def _stage_meta(s):
-    meta, problems = dicom_meta(s['paths'].train_dir, progress=s['progress'])
-    write_table(meta, s['out']/'metadata.csv')
-    problems.to_csv(s['out']/'metadata_problems.csv', index=False)
+    meta, problems = dicom_meta(s['paths'].train_dir, progress=s['bars'])
+    write_table_atomic(meta, s['out']/'metadata.csv')
+    write_table_atomic(problems, s['out']/'metadata_problems.csv')
     s['meta'], s['problems'] = meta, problems
     print(f"    {len(meta)} train images, {meta.study_id.nunique()} studies, {len(problems)} problem file(s)")
 
 def _stage_explore(s):
     s['figures'] = explore_figures(s['data'], s['out']/'explore', meta=s['meta'])
-    print(f"    {len(s['figures'])} files in {s['out']/'explore'}")
+    print(f"    {len(s['figures'])} files in {_shown(s, s['out']/'explore')}")
 
 def _f(v, digits=4): return 'n/a' if v is None or v != v else f'{v:.{digits}f}'
 
+def _vs(v, prior) -> str:
+    "How far a log loss lies below (or above) the prior-only one, in percent."
+    if v is None or prior is None or v != v or not prior: return 'n/a'
+    d = 1 - v / prior
+    return f"{d:.0%} below" if d >= 0 else f"{-d:.0%} above"
+
 def _stage_cache(s):
-    info = build_cache(s['data'], s['out']/'cache', size=s['image_size'], windows=s['windows'], progress=s['progress'])
+    info = build_cache(s['data'], s['out']/'cache', size=s['image_size'], windows=s['windows'], progress=s['bars'])
     s['cache'] = s['out']/'cache'
     print('    ' + ', '.join(f"{k}: {v['slices']} slices" for k, v in info['splits'].items()))
 
+def epoch_lines(history, # `history.csv` written by `train_model`
+               ) -> list:
+    "One line per epoch with its figures, for a log."
+    h = pd.read_csv(history)
+    names = dict(train_loss='train loss', valid_loss='valid loss', wlogloss='weighted log loss', auc_any='AUC(any)')
+    return [f"epoch {int(r['epoch']) + 1}/{len(h)}: " + ', '.join(f"{n} {_f(r[c])}" for c, n in names.items() if c in h)
+            + (f" ({r['time']})" if 'time' in h else '') for _, r in h.iterrows()]
+
 def _stage_train(s):
-    r = train_model(s['cache'], s['out']/'model', arch=s['arch'], epochs=s['epochs'], bs=s['bs'], lr=s['lr'],
-                    progress=s['progress'])
+    print(f"    {s['arch']} from scratch, {s['epochs']} epochs at {s['image_size']} px, batch {s['bs']}, lr {s['lr']:g}, "
+          f"weight decay {s['wd']}, prior bias {'on' if s['prior_bias'] else 'off'}, zero init {'on' if s['zero_init'] else 'off'}, "
+          f"seed {s['seed']}", flush=True)
+    r = train_model(s['cache'], s['out']/'model', arch=s['arch'], epochs=s['epochs'], bs=s['bs'], lr=s['lr'], seed=s['seed'],
+                    prior_bias=s['prior_bias'], zero_init=s['zero_init'], wd=s['wd'], loss='bce', pretrained=False,
+                    progress=s['bars'])
+    if s['progress'] and not s['bars']:
+        for line in epoch_lines(s['out']/'model'/'history.csv'): print('    ' + line)
     s['train'] = {k: v for k, v in r.items() if k not in ('learn', 'valid_preds', 'out')}
-    print(f"    {s['arch']}: validation weighted log loss {_f(r['weighted_log_loss'])} "
-          f"(prior-only {_f(r['prior_log_loss'])}), AUC(any) {_f(r['auc_any'], 3)}")
+    print(f"    validation fold: weighted log loss {_f(r['weighted_log_loss'])} (prior-only {_f(r['prior_log_loss'])}, "
+          f"{_vs(r['weighted_log_loss'], r['prior_log_loss'])}), AUC(any) {_f(r['auc_any'], 3)}; {r['train_seconds']:.0f} s")
 
 def _stage_predict(s):
     test_dir, sample = s['paths'].test_dir, s['paths'].sample_submission
     if test_dir is None: raise FileNotFoundError(f"{s['paths'].root}: no test folder to predict")
     s['model'] = load_model(s['out']/'model'/'model.pkl')
-    preds, problems = predict_folder(s['model'], test_dir, progress=s['progress'])
+    preds, problems = predict_folder(s['model'], test_dir, progress=s['bars'])
     sub = submission(preds, sample_submission=sample, problems=problems)
     check_submission(sub, expected_ids=sample)
-    sub.to_csv(s['out']/'submission.csv', index=False)
-    preds.to_csv(s['out']/'test_probs.csv', index=False)
+    write_table_atomic(sub, s['out']/'submission.csv', float_format='%.6g')
+    write_table_atomic(preds, s['out']/'test_probs.csv')
     s['test_preds'], s['test_problems'] = preds, problems
     truth = s['paths'].root/'synth_test_labels.csv'
     if truth.exists():
-        s['test_metrics'] = score_submission(sub, truth)
-        s['test_metrics'].to_csv(s['out']/'test_metrics.csv')
-        print(f"    test set: weighted log loss {_f(s['test_metrics'].loc['summary', 'log_loss'])}, "
-              f"AUC(any) {_f(s['test_metrics'].loc['any', 'auc'], 3)}")
+        m = score_submission(sub, truth)
+        y_train = read_labels(s['paths'].train_csv)[SUBTYPES].to_numpy()
+        s['test_metrics'], s['test_prior'] = m, float(prior_log_loss(y_train, labels_for(preds, truth)))
+        write_table_atomic(m.rename_axis('subtype').reset_index(), s['out']/'test_metrics.csv')
+        print(f"    test folder: weighted log loss {_f(m.loc['summary', 'log_loss'])} (prior-only {_f(s['test_prior'])}, "
+              f"{_vs(m.loc['summary', 'log_loss'], s['test_prior'])}), AUC(any) {_f(m.loc['any', 'auc'], 3)}")
     print(f"    {len(sub)} submission rows for {len(preds)} images, {len(problems)} problem file(s)")
 
 def _stage_triage(s):
-    s['triage'] = triage_report(s['model'], s['paths'].test_dir, s['out']/'triage', progress=s['progress'])
-    print(f"    report: {s['out']/'triage'/'index.html'}")
+    s['triage'] = triage_report(s['model'], s['paths'].test_dir, s['out']/'triage', max_studies=s['max_studies'],
+                                progress=s['bars'])
+    print(f"    {len(s['triage']['worklist'])} studies ranked; report: {_shown(s, s['out']/'triage'/'index.html')}")
 
 def _summary(s) -> str:
     labels = read_labels(s['paths'].train_csv)
     rel = lambda p: Path(p).relative_to(s['out']) if Path(p).is_relative_to(s['out']) else Path(p)
-    lines = ['# ich_nbdev demo results', '', f"Data: `{s['data']}`", '',
-             '## Labels (train)', '', label_counts(labels).to_markdown(), '']
+    data = f"`{rel(s['data'])}/`" + (f" (synthetic: {s['n_studies']} training and {s['n_test_studies']} test studies of "
+                                      f"{s['slices']} slices, {s['size']} px, seed {s['seed']})" if s.get('synthetic') else '')
+    lines = ['# ich_nbdev demo results', '', f"Data: {data}", '']
     if 'train' in s:
         t = s['train']
-        lines += ['## Model', '', f"`{t['arch']}` trained from scratch for {t['epochs']} epochs at {t['size']} px on "
-                  f"{t['train_slices']} slices ({t['train_seconds']:.0f} s).", '',
-                  '| | weighted log loss | prior-only baseline | AUC(any) |', '|---|---|---|---|',
-                  f"| validation fold ({t['valid_slices']} slices) | {_f(t['weighted_log_loss'])} | {_f(t['prior_log_loss'])} | {_f(t['auc_any'], 3)} |"]
+        lines += ['## Model', '',
+                  f"`{t['arch']}` trained from scratch for {t['epochs']} epochs at {t['size']} px on {t['train_slices']} "
+                  f"slices in {t['train_seconds']:.0f} s: batch {t['bs']}, lr {t['lr']:g}, weight decay {t['wd']}, output layer "
+                  f"started at the class log-odds: {'yes' if t['prior_bias'] else 'no'}, residual blocks started as the "
+                  f"identity: {'yes' if t['zero_init'] else 'no'}, seed {s['seed']}.", '',
+                  '| | slices | weighted log loss | prior-only | vs prior-only | AUC(any) |', '|---|---|---|---|---|---|']
         if 'test_metrics' in s:
-            m = s['test_metrics']
-            lines += [f"| test folder ({len(s['test_preds'])} slices) | {_f(m.loc['summary', 'log_loss'])} | | {_f(m.loc['any', 'auc'], 3)} |"]
-        lines += ['']
-    lines += [
-             '## Stages', '', '| stage | seconds |', '|---|---|'] + [f'| {k} | {v} |' for k, v in s['timings'].items()]
-    files = sorted(p for p in s['out'].rglob('*') if p.is_file() and 'data' != rel(p).parts[0] and 'cache' != rel(p).parts[0])
-    lines += ['', '## Files', ''] + [f'- `{rel(p)}`' for p in files]
+            m, prior = s['test_metrics'], s['test_prior']
+            wll = m.loc['summary', 'log_loss']
+            lines.append(f"| test folder | {len(s['test_preds'])} | {_f(wll)} | {_f(prior)} | {_vs(wll, prior)} | {_f(m.loc['any', 'auc'], 3)} |")
+        lines += [f"| validation fold | {t['valid_slices']} | {_f(t['weighted_log_loss'])} | {_f(t['prior_log_loss'])} | "
+                  f"{_vs(t['weighted_log_loss'], t['prior_log_loss'])} | {_f(t['auc_any'], 3)} |", '',
+                  "The prior-only figure is the weighted log loss of predicting every slice at the training labels' "
+                  "frequency of each subtype (all training images for the test folder, the training folds for the "
+                  "validation fold): a model that learnt nothing from the images scores that.", '']
+    lines += ['## Labels (train)', '', label_counts(labels).to_markdown(), '']
+    lines += ['## Stages', '', '| stage | seconds |', '|---|---|'] + [f'| {k} | {v} |' for k, v in s['timings'].items()]
+    files = sorted(p for p in s['out'].rglob('*') if p.is_file() and rel(p).parts[0] not in ('data', 'cache')
+                   and not any(part.startswith('.') for part in rel(p).parts))
+    lines += ['', '## Files', ''] + [f'- `{rel(p)}`' for p in files] + ['- `summary.md`']
     if len(s['problems']): lines += ['', f"## Problem files ({len(s['problems'])})", '', s['problems'].to_markdown(index=False)]
     return '\n'.join(lines) + '\n'
 
 STAGES = [('data', _stage_data), ('metadata', _stage_meta), ('explore', _stage_explore), ('cache', _stage_cache),
           ('train', _stage_train), ('predict', _stage_predict), ('triage', _stage_triage)]
 
-def run_demo(out, # output folder
+# %% ../nbs/18_pipeline.ipynb #657edbc0
+def _check_float(name, v, lo, hi, hint=''):
+    if not (isinstance(v, (int, float)) and lo <= v <= hi):
+        raise UsageError(f"{name} must be between {lo:g} and {hi:g}, not {v!r}" + (f"; {hint}" if hint else ''))
+
+def check_demo_args(data=None, n_studies:int=480, n_test_studies:int=120, slices:int=4, size:int=128, seed:int=42,
+                    arch:str='resnet10t', image_size:int=64, windows:str='brain,subdural,bone', epochs:int=12,
+                    bs:int=16, lr:float=3e-3, wd:float=0.05, zero_init:bool=True, max_studies:int=25,
+                   ):
+    "`UsageError` naming the first setting of `run_demo` / `ich-demo` that cannot work, and what to use instead."
+    if data is None:
+        check_arg('--n-studies', n_studies, lo=10, hint='the five patient-grouped folds need at least ten training studies')
+        check_arg('--n-test-studies', n_test_studies, lo=1)
+        check_arg('--slices', slices, lo=3, hi=512, hint='a synthetic study has at least 3 slices')
+        check_arg('--size', size, lo=64, hi=1024, hint='the side of the synthetic images, in pixels')
+    else:
+        try: paths = find_rsna(data)
+        except FileNotFoundError as e: raise UsageError(f"--data {e}; leave --data out to generate the synthetic sample") from None
+        if paths.train_csv is None or paths.train_dir is None:
+            raise UsageError(f"--data {data}: not an RSNA data folder (no stage_2_train.csv and stage_2_train/); "
+                             "leave --data out to generate the synthetic sample")
+    check_arg('--seed', seed, lo=0, hi=2**32 - 1)
+    check_arg('--image-size', image_size, lo=32, hi=1024, hint='the side of the slices the model sees, in pixels')
+    check_arg('--epochs', epochs, lo=1, hi=1000)
+    check_arg('--bs', bs, lo=2, hint='batch norm needs at least two slices per batch')
+    _check_float('--lr', lr, 1e-6, 1., 'e.g. 3e-3')
+    _check_float('--wd', wd, 0., 1., 'e.g. 0.05; 0: no weight decay')
+    check_arg('--max-studies', max_studies, lo=0, hint='the studies drawn in the triage report')
+    parse_windows(windows)
+    check_arch(arch)
+    if zero_init:
+        import timm
+        try: zero_init_residual(timm.create_model(arch, pretrained=False, num_classes=len(SUBTYPES)))
+        except ValueError as e: raise UsageError(f"--arch {arch}: {e}; pass --no-zero-init for such a network") from None
+
+def run_demo(out, # output folder (created when missing)
              data=None, # an RSNA-layout folder to use instead of generating the synthetic sample
-             n_studies:int=40, n_test_studies:int=10, slices:int=24, size:int=128, seed:int=42, # synthetic sample
-             arch:str='resnet10t', image_size:int=96, windows:str='brain,subdural,bone', # model and its input
-             epochs:int=6, bs:int=32, lr:float=1e-2, # training
+             n_studies:int=480, n_test_studies:int=120, slices:int=4, size:int=128, seed:int=42, # synthetic sample (seed: also training)
+             arch:str='resnet10t', image_size:int=64, windows:str='brain,subdural,bone', # model and its input
+             epochs:int=12, bs:int=16, lr:float=3e-3, wd:float=0.05, # training
+             prior_bias:bool=True, zero_init:bool=True, # output layer at the class log-odds; residual blocks as the identity
+             max_studies:int=25, # studies drawn with heatmaps in the triage report (all are ranked)
              stages:int|None=None, # run only the first `stages` stages (None: all)
-             progress:bool=True,
+             progress:bool=True, # progress bars on a terminal or in a notebook, one line per epoch in a log; False: stage lines only
             ) -> dict:
     "Run the main job into `out`; return the state (paths, tables, timings)."
-    out = Path(out).expanduser().resolve(); out.mkdir(parents=True, exist_ok=True)
-    s = dict(out=out, data=Path(data).expanduser() if data else None, n_studies=n_studies, n_test_studies=n_test_studies,
-             slices=slices, size=size, seed=seed, arch=arch, image_size=image_size, windows=windows, epochs=epochs,
-             bs=bs, lr=lr, progress=progress)
+    check_demo_args(data, n_studies, n_test_studies, slices, size, seed, arch, image_size, windows, epochs, bs, lr, wd,
+                    zero_init, max_studies)
+    out_arg = Path(out).expanduser()
+    out = writable_dir(out_arg, 'OUT').absolute()
+    s = dict(out=out, out_arg=out_arg, data=Path(data).expanduser().absolute() if data else None, synthetic=data is None,
+             n_studies=n_studies, n_test_studies=n_test_studies, slices=slices, size=size, seed=seed, arch=arch,
+             image_size=image_size, windows=windows, epochs=epochs, bs=bs, lr=lr, wd=wd, prior_bias=prior_bias,
+             zero_init=zero_init, max_studies=max_studies, progress=progress, bars=progress and show_progress())
     t0 = time.time()
-    run_stages(STAGES[:stages], s)
-    (out/'summary.md').write_text(_summary(s))
+    run_stages(STAGES[:stages], s, log=lambda line: print(line, flush=True))
+    write_text_atomic(out/'summary.md', _summary(s))
     s['seconds'] = round(time.time() - t0, 1)
-    print(f"done in {s['seconds']:.1f} s; summary: {out/'summary.md'}")
+    print(f"done in {s['seconds']:.1f} s; summary: {_shown(s, out/'summary.md')}")
     return s
 
 @call_parse
-def ich_demo(out:str, # output folder, e.g. out/demo
+def ich_demo(out:str, # output folder, e.g. out/demo (created when missing; a second run reuses its data and cache)
              data:str=None, # an RSNA-layout folder (default: generate the synthetic sample into OUT/data)
-             n_studies:int=40, # synthetic train studies
-             n_test_studies:int=10, # synthetic test studies
-             slices:int=24, # slices per synthetic study
-             size:int=128, # synthetic image size in pixels
-             seed:int=42, # synthetic sample seed
+             n_studies:int=480, # synthetic training studies (at least 10)
+             n_test_studies:int=120, # synthetic test studies (at least 1)
+             slices:int=4, # slices per synthetic study (3-512)
+             size:int=128, # synthetic image size in pixels (64-1024)
+             seed:int=42, # seed of the synthetic sample and of the training
              arch:str='resnet10t', # timm architecture of the demo model
-             image_size:int=96, # side of the cached, preprocessed slices
-             epochs:int=6, # training epochs
-             bs:int=32, # batch size
-             lr:float=1e-2, # maximum learning rate of fit_one_cycle
-             quiet:bool=False, # no progress bars
+             image_size:int=64, # side of the cached, preprocessed slices (32-1024)
+             epochs:int=12, # training epochs
+             bs:int=16, # batch size (at least 2)
+             lr:float=3e-3, # maximum learning rate of fit_one_cycle
+             wd:float=0.05, # decoupled weight decay (0: none)
+             prior_bias:bool=True, # start the output layer at the class log-odds
+             zero_init:bool=True, # start every residual block as the identity
+             max_studies:int=25, # studies drawn with heatmaps in the triage report (all are ranked)
+             quiet:bool=False, # stage lines only: no progress bars, no per-epoch lines
             ):
     "Run the whole pipeline on the embedded synthetic sample (or `--data`), writing everything under `out`."
-    try: run_demo(out, data, n_studies, n_test_studies, slices, size, seed, arch=arch, image_size=image_size,
-                  epochs=epochs, bs=bs, lr=lr, progress=not quiet)
-    except StageError as e: raise SystemExit(f"ich-demo: {e}")
+    with cli_errors('ich-demo'):
+        try: run_demo(out, data, n_studies, n_test_studies, slices, size, seed, arch=arch, image_size=image_size,
+                      epochs=epochs, bs=bs, lr=lr, wd=wd, prior_bias=prior_bias, zero_init=zero_init,
+                      max_studies=max_studies, progress=not quiet)
+        except StageError as e: raise SystemExit(f"ich-demo: {e}") from None

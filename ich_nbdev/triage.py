@@ -19,14 +19,16 @@ from fastcore.script import call_parse
 from fastai.torch_core import TensorImage
 from sklearn.metrics import roc_auc_score
 
-from .data import SUBTYPES, NoDicomError
+from .core import SUBTYPES, ABBREV, UsageError, check_arg, cli_errors
+from .data import NoDicomError
 from .preprocess import preprocess_file
-from .inference import load_model, predict_folder, ModelError
+from .inference import load_model, predict_folder, preprocess_args, writable_dir, output_lock, write_together
 
 # %% auto #0
 __all__ = ['AGGREGATIONS', 'CSS', 'TriageError', 'slice_order', 'aggregate', 'study_scores', 'worklist', 'study_truth',
-           'study_auc', 'brain_window_images', 'plot_study_strip', 'feature_cam', 'gradcam_layer', 'gradcam',
-           'overlay_heatmap', 'plot_heatmaps', 'png_data_uri', 'render_report', 'triage_report', 'ich_triage']
+           'study_auc', 'brain_window_images', 'scale_args', 'plot_study_strip', 'feature_cam', 'gradcam_layer',
+           'gradcam', 'overlay_heatmap', 'plot_heatmaps', 'png_data_uri', 'render_report', 'triage_report',
+           'ich_triage']
 
 # %% ../nbs/17_triage.ipynb #f05893a0
 class TriageError(ValueError):
@@ -113,10 +115,15 @@ def study_auc(preds:pd.DataFrame, labels:pd.DataFrame, # slice predictions and l
 def brain_window_images(paths, # DICOM files
                         size:int=128, # side of each image, pixels
                         window:str='brain', # the window to show (a name or 'level/width')
+                        **kwargs, # passed to `preprocess_file`: a model's physical scale (see `scale_args`)
                        ) -> np.ndarray:
     "Slices cropped and centred as the model sees them, in one window: uint8 (N, size, size)."
     if not len(paths): return np.zeros((0, size, size), np.uint8)
-    return np.stack([preprocess_file(p, size, window)[0][0] for p in paths])
+    return np.stack([preprocess_file(p, size, window, **kwargs)[0][0] for p in paths])
+
+def scale_args(learn) -> dict:
+    "The physical-scale arguments of `preprocess_file` for a model (`preprocess_args` without size and windows)."
+    return {k: v for k, v in preprocess_args(learn).items() if k not in ('size', 'windows')}
 
 def plot_study_strip(preds:pd.DataFrame, # slice predictions with `path` (as `predict_folder` returns them)
                      study_id:str, # the study to show
@@ -124,13 +131,14 @@ def plot_study_strip(preds:pd.DataFrame, # slice predictions with `path` (as `pr
                      ncols:int=12, # slices per row
                      size:int=96, # pixels per slice
                      inches:float=0.85, # figure inches per slice
+                     **kwargs, # passed to `preprocess_file`: the model's physical scale (`scale_args(learn)`)
                     ):
     "All slices of one study in the brain window, in z order, each with its P(any) as a bar underneath."
     g = slice_order(preds)
     g = g[g.study_id == study_id]
     if not len(g): raise TriageError(f"no slices of study {study_id} in these predictions")
     if 'path' not in g: raise TriageError("the predictions need a `path` column (as `predict_folder` returns) to show slices")
-    imgs, pa, n = brain_window_images(list(g['path']), size), g['any'].to_numpy(), len(g)
+    imgs, pa, n = brain_window_images(list(g['path']), size, **kwargs), g['any'].to_numpy(), len(g)
     t = None if truth is None else truth.reindex(g['image_id']).fillna(0).to_numpy()
     rows = -(-n // ncols)
     fig, axs = plt.subplots(2*rows, ncols, figsize=(inches*ncols, inches*1.25*rows + 0.35), squeeze=False,
@@ -247,8 +255,6 @@ def plot_heatmaps(gray, # (N, S, S) brain-window images
     return fig
 
 # %% ../nbs/17_triage.ipynb #8277d446
-from .core import ABBREV
-
 def png_data_uri(img:np.ndarray, # uint8 (H, W) grey or (H, W, 3) RGB
                 ) -> str:
     "The image as a `data:image/png;base64,…` URI, to embed in HTML without a separate file."
@@ -356,15 +362,15 @@ def _score_rule(how, k): return 'the highest P(any) of any slice' if how == 'max
 
 def _study_cards(learn, wl:pd.DataFrame, preds:pd.DataFrame, target, thumb:int, problems:list) -> dict:
     "Plain and Grad-CAM thumbnails of each study's top slices; a slice that cannot be drawn is noted in `problems`."
-    specs = ','.join(learn.ich['window_specs'])
+    pp, scale = preprocess_args(learn), scale_args(learn)
     paths = dict(zip(preds['image_id'], preds['path']))
     items, xs, plain = [], [], {}
     for r in wl.itertuples():
         for iid, pos in zip(r.top_slices.split(';'), map(int, r.top_positions.split(';'))):
             items.append((r.study_id, iid, pos))
             try:
-                x = preprocess_file(paths[iid], learn.ich['cache_size'], specs)[0]
-                plain[len(items) - 1] = preprocess_file(paths[iid], thumb, 'brain')[0][0]
+                x = preprocess_file(paths[iid], **pp)[0]
+                plain[len(items) - 1] = preprocess_file(paths[iid], thumb, 'brain', **scale)[0][0]
                 xs.append(x)
             except Exception as ex:
                 msg = f"{type(ex).__name__}: {ex}"
@@ -402,7 +408,10 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
     aggregate([0.], how, k)
     if target != 'top' and target not in SUBTYPES: raise TriageError(f"unknown target '{target}'; use one of {', '.join(SUBTYPES)} or top")
     if top_slices < 1: raise TriageError(f"top_slices must be at least 1, got {top_slices}")
-    t0, out = time.time(), Path(out).expanduser()
+    if max_studies < 0: raise TriageError(f"max_studies must be at least 0, got {max_studies}")
+    if thumb < 16: raise TriageError(f"thumb must be at least 16 pixels, got {thumb}")
+    t0 = time.time()
+    out = writable_dir(out, 'out')                       # before any work: a place that cannot be written fails at once
     learn = load_model(model) if isinstance(model, (str, Path)) else model
     preds, problems = predict_folder(learn, dicom_dir, bs=bs, tta=tta, n_workers=n_workers, progress=progress)
     if not len(preds):
@@ -417,10 +426,9 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
                 model=f"{Path(model).name if isinstance(model, (str, Path)) else 'in memory'} ({ich.get('arch', '?')}, "
                       f"{'+'.join(ich.get('channels', []))}, {ich.get('size', '?')} px)",
                 generated=datetime.now().strftime('%Y-%m-%d %H:%M'))
-    out.mkdir(parents=True, exist_ok=True)
-    wl.to_csv(out/'worklist.csv', index=False)
-    problems.to_csv(out/'problems.csv', index=False)
-    (out/'index.html').write_text(render_report(wl, cards, problems, info), encoding='utf-8')
+    page = render_report(wl, cards, problems, info)
+    with output_lock(out/'index.html'):                  # two reports into one folder: one after the other, each whole
+        write_together([(page, out/'index.html', None), (wl, out/'worklist.csv', {}), (problems, out/'problems.csv', {})])
     return dict(worklist=wl, preds=preds, problems=problems, out=out, seconds=time.time() - t0)
 
 # %% ../nbs/17_triage.ipynb #af44dfd9
@@ -428,23 +436,29 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
 def ich_triage(model:str, # exported model file (model.pkl from ich-train) or its folder
                dicom_dir:str, # folder of head-CT DICOM files, searched recursively
                out:str='triage-report', # report folder (worklist.csv, problems.csv, index.html)
-               top_slices:int=3, # slices per study listed and drawn with heatmaps
+               top_slices:int=3, # slices per study listed and drawn with heatmaps (at least 1)
                how:str='topk', # study score: topk (mean of the k highest P(any)) or max
-               k:int=3, # slices averaged by topk
+               k:int=3, # slices averaged by topk (at least 1)
                target:str='any', # Grad-CAM output: any, a subtype name, or top
-               max_studies:int=100, # studies drawn with heatmaps (all are listed)
-               bs:int=64, # batch size
+               max_studies:int=100, # studies drawn with heatmaps (all are listed; 0: none drawn)
+               bs:int=64, # batch size (at least 1)
                tta:bool=False, # average each slice with its mirror image
-               n_workers:int=None, # processes reading files (default: all cores)
-               quiet:bool=False, # no progress bar or summary
+               n_workers:int=None, # processes reading files (default: all cores; 0: this process)
+               quiet:bool=False, # no progress bars, progress lines or summary
               ):
     "Rank the head-CT studies in DICOM_DIR for reading, most likely bleed first, and write an HTML worklist with heatmaps."
-    try:
+    with cli_errors('ich-triage'):
+        check_arg('--how', how, choices=AGGREGATIONS, hint='topk is steadier against a single noisy slice')
+        check_arg('--k', k, lo=1, hint='the number of highest slices averaged by --how topk')
+        check_arg('--top-slices', top_slices, lo=1)
+        check_arg('--target', target, choices=[*SUBTYPES, 'top'])
+        check_arg('--max-studies', max_studies, lo=0)
+        check_arg('--bs', bs, lo=1, hint='slices per forward pass, e.g. 64')
+        if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 reads the files in this process')
         r = triage_report(model, dicom_dir, out, top_slices=top_slices, how=how, k=k, target=target, max_studies=max_studies,
                           bs=bs, tta=tta, n_workers=n_workers, progress=not quiet)
-    except (TriageError, ModelError, FileNotFoundError, NotADirectoryError) as e: raise SystemExit(f"ich-triage: {e}")
     if not quiet:
         wl = r['worklist']
         print(f"ich-triage: {len(wl)} studies ranked from {len(r['preds'])} slices ({len(r['problems'])} problem file(s)) "
               f"in {r['seconds']:.0f} s; first: {wl.study_id.iloc[0]} (score {wl.score.iloc[0]:.3f}); "
-              f"open {Path(out)/'index.html'}")
+              f"open {Path(out).expanduser()/'index.html'}")

@@ -102,7 +102,7 @@ def test_clear_errors(case, tmp_path, model_path, incoming):
     (junk/'a.txt').write_text('hello'); (junk/'b.dcm').write_bytes(b'\0' * 300)
     args, msg = {'no-dicom': ([model_path, junk], 'none of its 2 file(s) is a usable DICOM'),
                  'no-model': ([tmp_path/'missing.pkl', incoming[0]], 'no such model file'),
-                 'bad-option': ([model_path, incoming[0], '--how', 'median'], "unknown aggregation 'median'")}[case]
+                 'bad-option': ([model_path, incoming[0], '--how', 'median'], "--how must be one of max, topk, not 'median'")}[case]
     r = run(*args, '--out', tmp_path/'out', '--quiet', ok=False)
     assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
     assert not (tmp_path/'out'/'index.html').exists()
