@@ -224,11 +224,11 @@ def loader_speed(dl, n_batches:int=20) -> float:
 # %% ../nbs/08_learner.ipynb #52453a43
 class WeightedBCE(nn.Module):
     "BCE on logits with a weight per column: per slice the weighted mean of its six losses, then the mean over slices."
-    def __init__(self, weights=CLASS_WEIGHTS, # one weight per column of `SUBTYPES` (`any` counts twice)
+    def __init__(self, weights=None, # one weight per column of `SUBTYPES`; None: `CLASS_WEIGHTS` (`any` counts twice)
                  reduction:str='mean', # 'mean' over slices, or 'none' for one loss per slice
                 ):
         super().__init__()
-        self.register_buffer('weights', torch.as_tensor(np.asarray(weights, dtype=np.float32)))
+        self.register_buffer('weights', torch.as_tensor(np.asarray(CLASS_WEIGHTS if weights is None else weights, dtype=np.float32)))
         self.reduction = reduction
     def forward(self, inp, targ):
         l = F.binary_cross_entropy_with_logits(inp.float(), targ.float(), reduction='none')

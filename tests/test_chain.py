@@ -42,8 +42,8 @@ def test_chain_with_relative_paths(tmp_path):
     assert (wd/'report'/'index.html').stat().st_size > 1000
     assert len(pd.read_csv(wd/'report'/'worklist.csv')) == n_test
 
-    sh(wd, 'ich-demo', 'demo', '--n-studies', 6, '--n-test-studies', 2, '--slices', 4, '--size', 64, '--image-size', 32,
+    sh(wd, 'ich-demo', 'demo', '--n-studies', 10, '--n-test-studies', 2, '--slices', 4, '--size', 64, '--image-size', 32,
        '--epochs', 1, '--quiet')
     for f in ('summary.md', 'submission.csv', 'triage/index.html'): assert (wd/'demo'/f).is_file(), f
     assert not (wd/'demo'/'demo').exists()
-    assert sorted(p.name for p in wd.iterdir()) == ['cache', 'data', 'demo', 'model', 'report', 'sub.csv', 'sub_probs.csv']
+    assert sorted(p.name for p in wd.iterdir()) == ['cache', 'data', 'demo', 'model', 'report', 'sub.csv', 'sub_problems.csv', 'sub_probs.csv']
