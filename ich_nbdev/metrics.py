@@ -6,14 +6,13 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/metrics.html.md"""
 
 # %% ../nbs/07_metrics.ipynb #e7612a8b
 from __future__ import annotations
+from .data import SUBTYPES   # first: the package hides a torch notice that importing fastai prints
 from functools import partial
 import numpy as np, pandas as pd
 import torch
 import matplotlib.pyplot as plt
 from sklearn.metrics import roc_auc_score, roc_curve
 from fastai.metrics import AccumMetric, ActivationType, accuracy_multi
-
-from .data import SUBTYPES
 
 # %% auto #0
 __all__ = ['CLASS_WEIGHTS', 'MetricInputError', 'check_labels', 'check_inputs', 'per_image_log_loss', 'weighted_log_loss',
@@ -44,6 +43,7 @@ def _bad_values(a:np.ndarray, bad:np.ndarray) -> str:
     vals = np.unique(a[bad])[:5]
     return f"{int(bad.sum())} value(s), e.g. {', '.join(f'{v:g}' for v in vals)}"
 
+# %% ../nbs/07_metrics.ipynb #7024e949
 def check_labels(y_true, what:str='y_true') -> np.ndarray:
     "`y_true` as a float64 (N, 6) array of 0/1, or `MetricInputError`."
     y = _check_shape(_to_array(y_true, what), what)
@@ -74,6 +74,7 @@ def _check_weights(weights) -> np.ndarray:
         raise MetricInputError(f"weights: expected {len(SUBTYPES)} non-negative numbers, not all 0; got {weights!r}")
     return w
 
+# %% ../nbs/07_metrics.ipynb #aae7555d
 def per_image_log_loss(y_true, # labels, (N, 6), 0/1
                        y_prob, # predicted probabilities, (N, 6)
                        weights=None, # one weight per column of `SUBTYPES` (None: `CLASS_WEIGHTS`)
@@ -192,6 +193,7 @@ def metrics_table(y_true, # labels, (N, 6), 0/1
                         pr.at['macro', 'recall'], pr.at['macro', 'support']]
     return t.astype({'positives': int})
 
+# %% ../nbs/07_metrics.ipynb #1659be28
 def metrics_summary(y_true, # labels, (N, 6), 0/1
                     y_prob, # predicted probabilities, (N, 6)
                     thresh:float=0.5, # decision threshold for precision, recall and accuracy

@@ -1,0 +1,105 @@
+"""The course reads as a course: the opening chapter cites the thesis and says what is reproduced; the chapters edited
+for reading (00, 03, 05, 07, 09–11) and the appendix pages A3–A8 end with two or three exercises and keep their code
+cells short; no lesson uses a module before the chapter that teaches it; the landing page lists every notebook; and
+`tools/course_stats.py` measures what it says."""
+import importlib.util, json, re
+from pathlib import Path
+import pytest
+from conftest import NBS, NOTEBOOKS, ROOT
+
+# The notebooks whose reading order, exercises and cell sizes this test holds to; the other lesson notebooks are
+# checked for the order of their imports only (see `test_nothing_used_before_it_is_taught`).
+COURSE_EDITED = ['00_course', '03_windowing', '05_explore', '07_metrics', '09_resnet50', '10_mobilenetv2', '11_efficientnet_b2']
+APPENDIX_PAGES = sorted(p.stem for p in NBS.glob('A[3-8]_*.ipynb'))
+MAX_CELL_LINES = 30
+
+def _stats():
+    spec = importlib.util.spec_from_file_location('course_stats', ROOT/'tools'/'course_stats.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
+stats = _stats()
+
+def _nb(name): return json.loads((NBS/f'{name}.ipynb').read_text())
+def _src(c): return ''.join(c['source']) if isinstance(c['source'], list) else c['source']
+def _text(nb, kind='markdown'): return '\n'.join(_src(c) for c in nb['cells'] if c['cell_type'] == kind)
+def _flat(text): return ' '.join(text.split())   # line breaks in prose do not matter
+
+def test_the_checked_notebooks_exist():
+    missing = [n for n in COURSE_EDITED if not (NBS/f'{n}.ipynb').exists()]
+    assert not missing, missing
+    assert 'A3_full_scale' in APPENDIX_PAGES
+
+@pytest.mark.parametrize('name', COURSE_EDITED + APPENDIX_PAGES)
+def test_ends_with_exercises(name):
+    nb = _nb(name)
+    last = _src(nb['cells'][-1])
+    assert nb['cells'][-1]['cell_type'] == 'markdown' and re.match(r'##\s+Exercises\b', last), \
+        f'{name}: the last cell should be an "## Exercises" section; it starts {last[:60]!r}'
+    assert 2 <= stats.exercises(nb) <= 3, f'{name}: {stats.exercises(nb)} exercises; give two or three'
+
+@pytest.mark.parametrize('name', COURSE_EDITED + APPENDIX_PAGES)
+def test_code_cells_are_short(name):
+    n = stats.longest_code_cell(_nb(name))
+    assert n <= MAX_CELL_LINES, f'{name}: a code cell of {n} lines; split it (at most {MAX_CELL_LINES})'
+
+def test_opening_chapter_cites_the_thesis_and_says_what_is_reproduced():
+    nb = _nb('00_course'); md = _flat(_text(nb))
+    for s in ('Naveen Ojha', 'Intracranial Hemorrhage Detection', 'Indian Statistical Institute, Kolkata', 'Sushmita Mitra',
+              'July 2016', '0.138', '0.069', '0.064', 'reproduce'):
+        assert s in md, f'00_course does not say {s!r}'
+    assert re.search(r'not reproduced|\*\*no\*\*', md), 'say plainly that the thesis figures are not reproduced here'
+    figures = [o for c in nb['cells'] for o in c.get('outputs', []) if 'image/png' in (o.get('data') or {})]
+    assert len(figures) >= 2, 'the data-flow picture (and the HU scale) should be stored'
+    assert 'plot_course_map' in _text(nb, 'code'), 'the data flow is drawn with matplotlib in the notebook'
+
+def test_glossary_covers_the_terms_the_lessons_use():
+    md = _text(_nb('00_course'))
+    gloss = md[md.index('## Glossary'):]
+    for term in ('HU', 'window level / width', 'study / series / slice', 'EDH', 'partial volume', 'prior-only baseline',
+                 'TTA', 'Grad-CAM', 'weighted log loss'):
+        assert term in gloss, f'the glossary lacks {term!r}'
+
+def test_full_scale_page_has_each_step():
+    page = _flat(_text(_nb('A3_full_scale')) + _text(_nb('A3_full_scale'), 'code'))
+    for s in ('kaggle competitions download -c rsna-intracranial-hemorrhage-detection', 'Rules', '450 GB', 'ich-prepare',
+              'ich-train', 'ich-predict', '--tta', 'ich-triage', 'submission', 'bench/gpu.sh', 'A2_scale', 'Not yet measured'):
+        assert s in page, f'A3_full_scale does not mention {s!r}'
+
+def _chapter_of_module():
+    out = {}
+    for p in NOTEBOOKS:
+        for c in json.loads(p.read_text())['cells']:
+            m = re.search(r'#\|\s*default_exp\s+(\S+)', _src(c))
+            if m: out[m[1]] = p.stem
+    return out
+
+def late_imports(nb:dict, stem:str, chapter_of:dict) -> list[str]:
+    "Modules `nb` imports that a later-numbered lesson teaches (appendix modules such as `core` are always allowed)."
+    if not stem[:2].isdigit(): return []
+    used = set(re.findall(r'(?:from|import)\s+ich_nbdev\.(\w+)', _text(nb, 'code')))
+    return sorted(u for u in used if chapter_of.get(u, 'A')[:2].isdigit() and chapter_of[u] > stem)
+
+@pytest.mark.parametrize('nb_path', [p for p in NOTEBOOKS if p.stem[:2].isdigit()], ids=lambda p: p.stem)
+def test_nothing_used_before_it_is_taught(nb_path):
+    late = late_imports(json.loads(nb_path.read_text()), nb_path.stem, _chapter_of_module())
+    assert not late, f'{nb_path.stem} imports {late}, taught only in {[_chapter_of_module()[m] for m in late]}'
+
+def test_late_import_check_can_fail():
+    nb = {'cells': [{'cell_type': 'code', 'source': 'from ich_nbdev.triage import rank_studies'}]}
+    assert late_imports(nb, '03_windowing', {'triage': '17_triage', 'core': 'A1_core'}) == ['triage']
+    nb = {'cells': [{'cell_type': 'code', 'source': 'from ich_nbdev.core import SUBTYPES'}]}
+    assert late_imports(nb, '03_windowing', {'triage': '17_triage', 'core': 'A1_core'}) == []
+
+def test_landing_page_lists_every_notebook():
+    md = _text(_nb('index'))
+    missing = [p.stem for p in NOTEBOOKS if p.stem != 'index' and f'`{p.stem}`' not in md]
+    assert not missing, f'nbs/index.ipynb (README) does not list {missing} in its chapter table'
+
+def test_course_stats_counts():
+    nb = {'cells': [
+        {'cell_type': 'code', 'source': '#| export\n' + 'x = 1\n' * 4, 'outputs': [{'output_type': 'display_data', 'data': {'image/png': 'AA'}}]},
+        {'cell_type': 'code', 'source': 'y = 2\n\n\n', 'outputs': [{'output_type': 'stream', 'text': 'hi'}]},
+        {'cell_type': 'markdown', 'source': '## Exercises\n\n1. Do this.\n2. Do that.\n   more about that\n'},
+        {'cell_type': 'markdown', 'source': '3. And a third.'}]}
+    assert (stats.longest_code_cell(nb), stats.pictures(nb), stats.exercises(nb)) == (4, 1, 3)
+    assert stats.exercises({'cells': [{'cell_type': 'markdown', 'source': '1. not under an exercises heading'}]}) == 0
