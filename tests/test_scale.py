@@ -166,3 +166,16 @@ def test_checkpoint_refused(work):
     assert line.startswith("ich-train: the checkpoint in ck was written for other settings: arch 'resnet10t' (now 'mobilenetv2_050'). "
                            "Resume with the checkpoint's settings"), line   # the one difference, named
     with pytest.raises(ValueError, match='written for other settings'): load_checkpoint(ck/'checkpoint.pth', {'arch': 'x'})
+
+def test_ddp_bench_cpu(work):
+    "bench/ddp.py on the CPU: a 1-process and a 2-process run of the training loop, each with its slices/s."
+    import re
+    root = Path(__file__).parents[1]
+    r = run(work, sys.executable, root/'bench'/'ddp.py', '--runs', '1x1,2x1', '--epochs', '2', '--n-studies', '8',
+            '--slices', '4', '--size', '32', '--bs', '4')
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = re.findall(r'^\s+(\d)\s+1\s+([\d.]+)\s+([\d.]+)x\s+(\d+)', r.stdout, re.M)
+    assert [x[0] for x in rows] == ['1', '2'], r.stdout
+    assert all(float(x[1]) > 0 and int(x[3]) > 0 for x in rows) and rows[0][2] == '1.00'
+    r = run(work, sys.executable, root/'bench'/'ddp.py', '--runs', '2y1')
+    assert r.returncode != 0 and "bench/ddp.py: --runs must look like 1x1,2x1 (PROCESSESxTHREADS), not '2y1'" in r.stderr
