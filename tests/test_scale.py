@@ -1,5 +1,5 @@
 "Training in several processes (torchrun, gloo on the CPU), resuming after a kill, gradient accumulation, step limits."
-import json, os, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 
@@ -105,6 +105,8 @@ def test_resume_after_kill(work):
     done = torch.load(ckpt, weights_only=False)['epoch']
     assert 1 <= done < 3
     assert not (work/'killed'/'metrics.json').exists()
+    (work/'killed-ddp').mkdir()                                   # the same checkpoint, resumed below in 2 processes
+    for f in ('checkpoint.pth', 'history.csv'): shutil.copy(work/'killed'/f, work/'killed-ddp'/f)
     r = run(work, ICH_TRAIN, *args, '--out', 'killed', '--resume')
     assert r.returncode == 0, r.stderr[-3000:]
     assert [l.split('  ')[0] for l in r.stdout.splitlines() if l.startswith('epoch ')] == [f'epoch {e}/3' for e in range(done + 1, 4)]
@@ -117,6 +119,14 @@ def test_resume_after_kill(work):
     ma, mb = (json.loads((work/d/'metrics.json').read_text()) for d in ('whole', 'killed'))
     assert abs(mb['weighted_log_loss'] - ma['weighted_log_loss']) <= 0.01 * ma['weighted_log_loss']
     assert (mb['resumed_at_epoch'], mb['epochs_done']) == (done, 3)
+    # under torchrun: rank 0 reads the checkpoint and sends it on; the run ends at the same epoch count
+    r = torchrun(work, ICH_TRAIN, *args, '--out', 'killed-ddp', '--resume')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert [l.split('  ')[0] for l in r.stdout.splitlines() if l.startswith('epoch ')] == [f'epoch {e}/3' for e in range(done + 1, 4)]
+    assert files('killed-ddp') == files('whole')
+    c = pd.read_csv(work/'killed-ddp'/'history.csv')
+    assert list(c.epoch) == [0, 1, 2] and np.allclose(c[cols].to_numpy()[:done], a[cols].to_numpy()[:done])
+    assert json.loads((work/'killed-ddp'/'metrics.json').read_text())['processes'] == 2
 
 def test_max_steps_and_accum(work):
     "--max-steps stops after that many optimiser steps and still writes everything; --accum K steps once per K batches."
