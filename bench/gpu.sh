@@ -24,6 +24,12 @@
 #        architecture     mode                        train sl/s  infer sl/s  peak train  peak infer   secs
 #        resnet50         AMP fp16 + channels_last          ...         ...    ... GiB     ... GiB    ...
 #    the ratio of AMP + channels_last to the fp32 baseline, and the seconds of each phase.
+#    Several GPUs: then bench/ddp.py times ich-train's training loop in 1 process and in one process per GPU (data
+#    parallel under torchrun, NCCL) and prints slices/s and the speed-up (ICH_BENCH_DDP: auto = when there are 2 or
+#    more GPUs, 1 = always, with the CPU check a tiny 1- and 2-process gloo run, 0 = never; ICH_BENCH_DDP_ARGS: more
+#    arguments for bench/ddp.py, e.g. "--arch efficientnet_b2 --bs 32"; limit ICH_BENCH_DDP_TIMEOUT, 400 s). It needs
+#    Hugging Face accelerate (fastai's data parallel training runs on it; fetched by --fetch-all); without it the
+#    phase is skipped with a message.
 #    With ICH_BENCH_SCRATCH set (arguments for bench/from_scratch.py, e.g. "--budget 40 --n-studies 200"), it then
 #    trains the plain CNN baseline, MobileNetV2 and EfficientNet-B2 from scratch for that many seconds each on this
 #    device and prints the weighted log loss against the prior-only baseline and AUC(any) (limit:
@@ -56,7 +62,7 @@ EXTRA=(
   "matplotlib matplotlib==3.11.2" "contourpy contourpy==1.3.3" "cycler cycler==0.12.1" "fontTools fonttools==4.68.0"
   "kiwisolver kiwisolver==1.5.1" "pyparsing pyparsing==3.3.3" "pyarrow pyarrow==26.0.1"
   "rich rich==15.0.0" "markdown_it markdown-it-py==4.3.0" "mdurl mdurl==0.1.2" "pygments pygments==2.21.0"
-  "cloudpickle cloudpickle==3.1.3" "psutil psutil==7.2.2" "requests requests==2.34.2" "urllib3 urllib3==2.8.0"
+  "accelerate accelerate==1.16.0" "cloudpickle cloudpickle==3.1.3" "psutil psutil==7.2.2" "requests requests==2.34.2" "urllib3 urllib3==2.8.0"
   "certifi certifi==2026.10.19.post1" "charset_normalizer charset-normalizer==3.5.3" "idna idna==3.20"
 )
 
@@ -162,5 +168,23 @@ if [ "$rc" = 0 ] && [ -n "${ICH_BENCH_SCRATCH:-}" ]; then
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then echo "bench/gpu.sh: bench/from_scratch.py passed its limit of ${ICH_BENCH_SCRATCH_TIMEOUT:-300} s (ICH_BENCH_SCRATCH_TIMEOUT) and was stopped." >&2; fi
   T_SCRATCH=$(secs "$t" "$(now)")
 fi
-echo "bench/gpu.sh phases (s): GPU check $T_CHECK, install $T_INSTALL, benchmark $T_RUN, from scratch $T_SCRATCH; total $(secs "$T0" "$(now)")"
+# 5. several GPUs: ich-train's loop in 1 process and in one per GPU (bench/ddp.py)
+T_DDP=skipped
+NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+DDP=${ICH_BENCH_DDP:-auto}
+if [ "$rc" = 0 ] && { [ "$DDP" = 1 ] || { [ "$DDP" = auto ] && [ "$NGPU" -ge 2 ]; }; }; then
+  if ! "$PY" -c 'import accelerate' 2>/dev/null; then
+    echo "bench/gpu.sh: multi-GPU phase skipped: Hugging Face accelerate does not import (bash bench/gpu.sh --fetch-all brings its wheel)."
+  else
+    t=$(now)
+    ddp_args=()
+    if [ "$NGPU" = 0 ]; then ddp_args=(--runs 1x1,2x1 --epochs 2 --n-studies 8 --slices 4 --size 32 --bs 4); fi   # CPU check only
+    echo "multi-GPU: bench/ddp.py ${ddp_args[*]} ${ICH_BENCH_DDP_ARGS:-}"
+    # shellcheck disable=SC2086
+    timeout --kill-after=10 "${ICH_BENCH_DDP_TIMEOUT:-400}" "$PY" -u "$HERE/ddp.py" "${ddp_args[@]}" ${ICH_BENCH_DDP_ARGS:-} || rc=$?
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then echo "bench/gpu.sh: bench/ddp.py passed its limit of ${ICH_BENCH_DDP_TIMEOUT:-400} s (ICH_BENCH_DDP_TIMEOUT) and was stopped." >&2; fi
+    T_DDP=$(secs "$t" "$(now)")
+  fi
+fi
+echo "bench/gpu.sh phases (s): GPU check $T_CHECK, install $T_INSTALL, benchmark $T_RUN, from scratch $T_SCRATCH, multi-GPU $T_DDP; total $(secs "$T0" "$(now)")"
 exit "$rc"

@@ -1,3 +1,9 @@
+"""Intracranial hemorrhage detection on head-CT DICOM slices (RSNA 2019), as literate notebooks: DICOM, windowing, datasets, fastai/timm training, metrics, triage.
+
+Modules:
+
+- `ich_nbdev.scale`: Data parallel training over all the GPUs of one node or of many (`torchrun`, `accelerate launch`), a checkpoint at the end of every epoch with `ich-train --resume`, gradient accumulation and step limits."""
+
 __version__ = "0.0.1"
 
 import warnings as _warnings

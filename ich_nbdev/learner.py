@@ -34,6 +34,9 @@ from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, U
                             write_text_atomic, write_table_atomic)
 from .data import patient_folds
 from .synth import synth_sample
+from .scale import (world_size, is_main, init_distributed, finish_distributed, distributed, predict_split,
+                             gather_objects, settings_fingerprint, load_checkpoint, restore_learner, keep_history,
+                             EpochCheckpoint, ResumeAt, AccumulateBatches, HistoryCSV, CHECKPOINT)
 from .preprocess import open_cache, build_cache, CacheError
 from .metrics import (CLASS_WEIGHTS, WeightedLogLoss, MacroPrecision, MacroRecall, AUCAny, metrics_summary,
                                metrics_table, prior_log_loss, plot_roc, weighted_log_loss)
@@ -429,7 +432,8 @@ def check_train_args(cache_dir, # the training cache
                      out=None, # the output folder (None: not checked)
                      arch:str=ARCH, windows=None, size:int|None=None, epochs:int=5, bs:int=32, lr:float|None=LR,
                      loss:str='bce', opt:str='radam', head:str='fastai', pretrained=False, valid_fold:int=0, n_folds:int=5,
-                     num_workers:int=0, wd:float|None=None, drop_path:float=0.,
+                     num_workers:int=0, wd:float|None=None, drop_path:float=0., accum:int=1, max_steps:int|None=None,
+                     resume:bool=False,
                      cli:bool=False, # name the settings as `ich-train`'s options (`--valid-fold`) rather than as parameters
                     ):
     "Refuse, before any work, settings `train_model` cannot use: one message naming the setting and what to give instead."
@@ -444,6 +448,14 @@ def check_train_args(cache_dir, # the training cache
     check_arg(o('opt'), opt, choices=tuple(OPTIMIZERS))
     check_arg(o('head'), head, choices=tuple(HEADS))
     check_arg(o('workers') if cli else 'num_workers', num_workers, lo=0, hint='0 reads the batches in the main process')
+    check_arg(o('accum'), accum, lo=1, hint='the number of batches whose gradients make one step (1: every batch steps)')
+    if max_steps is not None: check_arg(o('max_steps'), max_steps, lo=1, hint='optimiser steps in all, for a short trial run')
+    if lr is None and world_size() > 1:
+        raise UsageError(f"{'--lr-find' if cli else 'lr=None'} runs in one process, not {world_size()}: find the rate in a plain "
+                         f"run, then give it to every process with {o('lr')}")
+    if resume and pretrained is not False:
+        raise UsageError(f"{o('resume')} continues training from scratch (one fit_one_cycle); a fine-tuning run "
+                         f"({o('pretrained')}) is restarted instead")
     if wd is not None: check_arg(o('wd'), wd, lo=0, hint='0 for no weight decay')
     if drop_path is None or not 0 <= drop_path < 1:
         raise UsageError(f"{o('drop_path')} must be at least 0 and below 1, not {drop_path!r}; it is the chance of skipping "
@@ -486,35 +498,57 @@ def train_model(cache_dir, # a finished cache with labels
                 wd:float|None=None, # decoupled weight decay (None: 0.05 from scratch, 0.01 pretrained; 0: none)
                 drop_path:float=0., # stochastic depth rate of the backbone's residual blocks
                 flip_tta:bool=False, # validation predictions averaged with those on the mirror images
+                resume:bool=False, # carry on from `out`'s checkpoint (written at the end of every epoch) to `epochs`
+                accum:int=1, # batches whose gradients are summed into one optimiser step
+                max_steps:int|None=None, # stop after this many optimiser steps in all (a short trial run)
+                cbs=None, # more fastai callbacks for the fit
                ) -> dict:
     "Train on a cache and write `history.csv`, `model.pkl`, `valid_preds.csv`, `metrics.json` and figures to `out`."
     check_train_args(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss, opt=opt,
                      head=head, pretrained=pretrained, valid_fold=valid_fold, n_folds=n_folds, num_workers=num_workers,
-                     wd=wd, drop_path=drop_path)
+                     wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume)
     out = Path(out).expanduser().absolute()     # fastai joins `learn.path` with file names: a relative folder would appear twice
-    set_seed(seed, reproducible=True)           # Python's random (fastai's batch order), NumPy, torch
+    init_distributed()                          # under torchrun / accelerate launch: join the others (see A2_scale)
+    main = is_main()                            # only rank 0 writes
+    set_seed(seed + int(os.environ.get('RANK', 0)), reproducible=True)   # Python's random (fastai's batch order), NumPy, torch
     dls = cache_dls(cache_dir, windows=windows, valid_fold=valid_fold, n_folds=n_folds, bs=bs, size=size,
                     balanced=balanced, num_workers=num_workers, seed=seed)
     learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, opt=opt, head=head, path=out, prior_bias=prior_bias,
                         zero_init=zero_init, wd=wd, drop_path=drop_path)
-    out.mkdir(parents=True, exist_ok=True)      # only once data and model are ready: a refused setting leaves no folder
+    settings = settings_fingerprint(cache_dir, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss,
+                                    opt=opt, head=head, balanced=balanced, valid_fold=valid_fold, n_folds=n_folds, seed=seed,
+                                    prior_bias=prior_bias, zero_init=zero_init, wd=wd, drop_path=drop_path, accum=accum,
+                                    max_steps=max_steps)
+    state = load_checkpoint(out/CHECKPOINT, settings) if resume else None
+    if state is not None: restore_learner(learn, state)
+    if main: out.mkdir(parents=True, exist_ok=True)   # only once data and model are ready: a refused setting leaves no folder
+    start = state['epoch'] if state is not None else 0
+    if main and state is not None: keep_history(out/'history.csv', start)
+    ckpt = EpochCheckpoint(out/CHECKPOINT, settings, steps=state['steps'] if state else 0, max_steps=max_steps,
+                           write=pretrained is False)
+    ckpt.epochs_done = start
+    fit_cbs = ([HistoryCSV(fname='history.csv', append=start > 0)] if main else []) + [ckpt] + \
+              ([ResumeAt(state)] if state is not None else []) + ([AccumulateBatches(accum)] if accum > 1 else []) + list(cbs or [])
     t0 = time.time()
+    if lr is None and state is not None: lr = state['lr']   # the rate lr_find gave the interrupted run
     if lr is None:
         with learn.no_bar(), learn.no_logging(): lr = float(learn.lr_find(num_it=min(100, 4 * len(dls.train)), show_plot=False).valley)
         learn.recorder.plot_lr_find(); plt.gcf().savefig(out/'lr_find.png', dpi=100); plt.close('all')
-    with training_progress(learn, progress), warnings.catch_warnings():
+    ckpt.lr = lr
+    with distributed(learn), training_progress(learn, progress and main), warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)
-        if pretrained is False: learn.fit_one_cycle(epochs, lr, cbs=CSVLogger(fname='history.csv'))
-        else: learn.fine_tune(epochs, lr, cbs=CSVLogger(fname='history.csv'))   # the head alone for one epoch, then everything
+        if pretrained is False: learn.fit_one_cycle(epochs, lr, cbs=fit_cbs)
+        else: learn.fine_tune(epochs, lr, cbs=fit_cbs)   # the head alone for one epoch, then everything
     train_secs = time.time() - t0
-    n_epochs = epochs + (pretrained is not False)
-    _plot_history(learn, out/'loss.png')
-    with atomic_write(out/'model.pkl') as tmp: learn.export(tmp)
+    seen = sum(gather_objects(ckpt.slices))      # training slices of this run, all processes
+    if main:
+        _plot_history(learn, out/'loss.png')
+        with atomic_write(out/'model.pkl') as tmp: learn.export(tmp)
     val = dls.valid.dataset
-    p = predict_rows(learn, val, flip_tta=flip_tta)
+    p = predict_split(lambda rows: predict_rows(learn, rows, flip_tta=flip_tta), val)   # each process a part
     preds = pd.DataFrame(p, columns=SUBTYPES); preds.insert(0, 'image_id', val.image_ids)
     preds = preds.join(pd.DataFrame(val.y.astype(int), columns=[f'{s}_label' for s in SUBTYPES]))
-    write_table_atomic(preds, out/'valid_preds.csv')
+    if main: write_table_atomic(preds, out/'valid_preds.csv')
     summary = metrics_summary(val.y, p)
     ich = learn.ich
     summary.update(prior_log_loss=float(prior_log_loss(dls.train.dataset.y, val.y)), arch=arch, lr=lr, epochs=epochs,
@@ -522,10 +556,14 @@ def train_model(cache_dir, # a finished cache with labels
                    prior_bias=ich['prior_bias'], zero_init=ich['zero_init'], wd=ich['wd'], drop_path=drop_path, flip_tta=flip_tta,
                    seed=seed, valid_fold=valid_fold, n_folds=n_folds, scale=ich['scale'], fov_mm=ich['fov_mm'],
                    train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
-                   train_slices_per_s=round(n_epochs * len(dls.train.dataset) / train_secs, 1))
+                   train_slices_per_s=round(seen / train_secs, 1) if train_secs > 0 else None, processes=world_size(),
+                   accum=accum, step_batch=bs * world_size() * accum, max_steps=max_steps, steps=ckpt.steps,
+                   epochs_done=ckpt.epochs_done, resumed_at_epoch=start)
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
-    write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
-    ax = plot_roc(val.y, p); ax.figure.savefig(out/'roc.png', dpi=100, bbox_inches='tight'); plt.close('all')
+    if main:
+        write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
+        ax = plot_roc(val.y, p); ax.figure.savefig(out/'roc.png', dpi=100, bbox_inches='tight'); plt.close('all')
+        (out/CHECKPOINT).unlink(missing_ok=True)    # every output is written: the model is in model.pkl
     return dict(summary, learn=learn, valid_preds=preds, out=out)
 
 @call_parse
@@ -553,16 +591,21 @@ def ich_train(cache_dir:str, # a cache from ich-prepare with a labelled train sp
               out:str='train-out', # output folder, created when missing
               quiet:bool=False, # no progress; otherwise bars on a terminal, one line per epoch in a log
               flip_tta:bool=False, # validation predictions averaged with those on the mirror images
+              resume:bool=False, # carry on from OUT's checkpoint after a kill, to the same --epochs (same settings)
+              accum:int=1, # batches whose gradients are summed into one optimiser step (large images, small GPUs)
+              max_steps:int=None, # stop after this many optimiser steps in all, then validate and write everything (a trial run)
              ):
     "Train a model on a cache; write the log, the exported model, validation predictions and metrics to OUT."
     with cli_errors('ich-train'):
         pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
         kw = dict(arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=None if lr_find else lr, loss=loss,
                   opt=opt, head=head, pretrained=pre, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
-                  wd=wd, drop_path=drop_path)
+                  wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume)
         check_train_args(cache_dir, out, **kw, cli=True)
         r = train_model(cache_dir, out, **kw, balanced=balanced, seed=seed, progress=not quiet, flip_tta=flip_tta,
                         prior_bias=False if no_prior_bias else None, zero_init=False if no_zero_init else None)
+    finish_distributed()
+    if not is_main(): return
     print(f"ich-train: {arch}, {r['train_slices']} train / {r['valid_slices']} valid slices, {r['train_seconds']:.0f} s; "
           f"weighted log loss {r['weighted_log_loss']:.4f} (prior-only {r['prior_log_loss']:.4f}), "
           f"AUC(any) {'n/a' if r['auc_any'] is None else format(r['auc_any'], '.3f')}; outputs in {out}")
