@@ -477,12 +477,8 @@ def ich_predict(model:str, # exported model: model.pkl from ich-train, or its fo
               f"{', '.join(f'{c} {w}' for c, w in zip(learn.ich['channels'], learn.ich['window_specs']))}), "
               f"TTA {'on' if tta else 'off'}" + (f"; {note}" if note else ''), flush=True)
         t1 = time.time()
-        from ich_nbdev.sources import plain_rsna           # chapter 15: clinical folders, secondary captures, NIfTI, images
-        from ich_nbdev.evaluate import source_predictions, model_record
-        print(model_record(learn)[-1])
-        plain, tables = (True, None) if want is not None else plain_rsna(src)
-        if plain: preds, problems = predict_folder(learn, src, bs=bs, tta=tta, n_workers=n_workers, progress=not quiet, required_ids=want)
-        else: preds, problems = source_predictions(learn, src, tables, bs=bs, tta=tta, progress=not quiet)
+        preds, problems = predict_folder(learn, src, bs=bs, tta=tta, n_workers=n_workers, progress=not quiet,
+                                         required_ids=want)
         secs = time.time() - t1
         probs_path, problems_path = out.with_name(out.stem + '_probs.csv'), out.with_name(out.stem + '_problems.csv')
         n_files = len(preds) + len(problems)
