@@ -46,8 +46,8 @@ __all__ = ['LOSSES', 'OPTIMIZERS', 'HEADS', 'ARCH', 'LR', 'FROM_SCRATCH', 'FINE_
            'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'open_train_cache',
            'check_folds', 'cache_dls', 'loader_speed', 'WeightedBCE', 'ich_loss', 'ich_metrics', 'start_settings',
            'check_arch', 'set_prior_bias', 'zero_init_residual', 'ich_learner', 'EpochLines', 'training_progress',
-           'predict_rows', 'predict_images', 'check_train_args', 'train_model', 'ich_train', 'cached_model',
-           'course_cache', 'course_model']
+           'predict_rows', 'predict_images', 'training_provenance', 'record_provenance', 'check_train_args',
+           'train_model', 'ich_train', 'cached_model', 'course_cache', 'course_model']
 
 # %% ../nbs/08_learner.ipynb #3770ed8b
 def synth_cache(size:int=128, # side of the cached slices
@@ -427,6 +427,31 @@ def predict_images(learn:Learner, # a trained (or loaded) learner from `ich_lear
             out.append(p.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, len(SUBTYPES)), np.float32)
 
+# %% ../nbs/08_learner.ipynb #492d81d9
+def training_provenance(cache_dir, # the training cache
+                        learn:Learner, # the trained learner (its `dls` tell the training and validation rows)
+                        summary:dict|None=None, # validation metrics (`metrics_summary`)
+                       ) -> dict:
+    "What a model was trained on: source (synthetic / RSNA / other), slice and patient counts, size, windows, validation metrics, pixel spacing."
+    cache_dir, info, idx = open_train_cache(cache_dir)
+    src = Path(info['source']) if info.get('source') else None
+    kind = ('synthetic' if src is not None and (src/'synth_info.json').is_file() else
+            'RSNA' if src is not None and any((src/f).is_file() for f in ('stage_2_train.csv', 'stage_1_train.csv')) else 'other')
+    trn = idx[idx.image_id.isin(set(learn.dls.train.dataset.image_ids))]
+    sp = trn['spacing_row'].dropna() if 'spacing_row' in trn else pd.Series(dtype=float)
+    keep = ('weighted_log_loss', 'auc_any', 'macro_auc', 'macro_precision', 'macro_recall')
+    return dict(source=kind, data=src.name if src is not None else None, train_slices=len(trn),
+                train_patients=int(trn.patient_id.nunique()), valid_slices=len(learn.dls.valid.dataset),
+                size=learn.ich.get('size'), channels=list(learn.ich.get('channels', [])),
+                spacing_mm=[float(sp.quantile(.05)), float(sp.quantile(.95))] if len(sp) else None,
+                valid_metrics={k: summary[k] for k in keep if summary and isinstance(summary.get(k), (int, float))})
+
+def record_provenance(learn:Learner, cache_dir, summary:dict, out) -> dict:
+    "Store `training_provenance` in `learn.ich['provenance']` and export the model again with it."
+    learn.ich['provenance'] = pv = training_provenance(cache_dir, learn, summary)
+    with atomic_write(Path(out)/'model.pkl') as tmp: learn.export(tmp)
+    return pv
+
 # %% ../nbs/08_learner.ipynb #0b591bdf
 def check_train_args(cache_dir, # the training cache
                      out=None, # the output folder (None: not checked)
@@ -561,6 +586,7 @@ def train_model(cache_dir, # a finished cache with labels
                    epochs_done=ckpt.epochs_done, resumed_at_epoch=start)
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     if main:
+        record_provenance(learn, cache_dir, summary, out)  # what the model was trained on, in learn.ich and model.pkl
         write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
         ax = plot_roc(val.y, p); ax.figure.savefig(out/'roc.png', dpi=100, bbox_inches='tight'); plt.close('all')
         (out/CHECKPOINT).unlink(missing_ok=True)    # every output is written: the model is in model.pkl

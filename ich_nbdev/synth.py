@@ -796,6 +796,7 @@ def ich_synth(out_dir:str, # folder to write: new, empty, or a previous syntheti
               noise:float=8.0, # image noise, HU
               n_workers:int=None, # worker processes (default: one per core; 0: in this process)
               quiet:bool=False, # no progress
+              also:str=None, # also write the training studies as nifti, png, ot (secondary captures in HU), clinical (study folders, DICOMDIR): comma-separated, into OUT_DIR/<form>/
              ):
     "Write a synthetic head-CT data set in the RSNA Kaggle layout and summarise it."
     with cli_errors('ich-synth'):
@@ -808,9 +809,12 @@ def ich_synth(out_dir:str, # folder to write: new, empty, or a previous syntheti
             if not v > 0: raise UsageError(f"{name} must be positive, not {v!r}; 1 is the default")
         check_arg('--noise', noise, lo=0, hint='the image noise in HU, e.g. 8')
         if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 works in this process; leave it out for one per core')
+        from ich_nbdev.sources import check_forms, write_forms      # chapter 15; imported here, as it builds on this module
+        forms = check_forms(also)
         out, t0, bars = Path(out_dir).expanduser(), time.time(), not quiet and show_progress()
         write_synthetic_rsna(out, n_studies=n_studies, n_test_studies=n_test_studies, slices=slices, size=size,
                              seed=seed, lesion_scale=lesion_scale, contrast=contrast, noise=noise,
                              n_workers=n_workers, progress=bars)
         if not quiet and not bars: print(f"studies: {n_studies + n_test_studies} written in {time.time() - t0:.1f} s")
         print(synth_summary(out))
+        for line in write_forms(out, forms): print(line)

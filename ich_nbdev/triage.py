@@ -23,6 +23,8 @@ from .core import SUBTYPES, ABBREV, UsageError, check_arg, cli_errors
 from .data import NoDicomError
 from .preprocess import preprocess_file
 from .inference import load_model, predict_folder, preprocess_args, writable_dir, output_lock, write_together
+from .sources import plain_rsna, model_input
+from .evaluate import source_predictions, input_warnings, model_record, record_html
 
 # %% auto #0
 __all__ = ['AGGREGATIONS', 'CSS', 'TriageError', 'slice_order', 'aggregate', 'study_scores', 'worklist', 'study_truth',
@@ -364,17 +366,18 @@ def _study_cards(learn, wl:pd.DataFrame, preds:pd.DataFrame, target, thumb:int, 
     "Plain and Grad-CAM thumbnails of each study's top slices; a slice that cannot be drawn is noted in `problems`."
     pp, scale = preprocess_args(learn), scale_args(learn)
     paths = dict(zip(preds['image_id'], preds['path']))
+    if 'kind' in preds: paths = {i: r for i, r in zip(preds['image_id'], preds.itertuples(index=False))}   # any source (chapter 15)
     items, xs, plain = [], [], {}
     for r in wl.itertuples():
         for iid, pos in zip(r.top_slices.split(';'), map(int, r.top_positions.split(';'))):
             items.append((r.study_id, iid, pos))
             try:
-                x = preprocess_file(paths[iid], **pp)[0]
-                plain[len(items) - 1] = preprocess_file(paths[iid], thumb, 'brain', **scale)[0][0]
+                x = model_input(paths[iid], **pp)
+                plain[len(items) - 1] = model_input(paths[iid], thumb, 'brain', **scale)[0]
                 xs.append(x)
             except Exception as ex:
                 msg = f"{type(ex).__name__}: {ex}"
-                problems.append(dict(path=str(paths[iid]), reason=f"read for prediction, but its thumbnail failed: {msg}"))
+                problems.append(dict(path=str(getattr(paths[iid], 'path', paths[iid])), reason=f"read for prediction, but its thumbnail failed: {msg}"))
                 plain[len(items) - 1] = msg
     drawn = [j for j in plain if not isinstance(plain[j], str)]
     heat = dict(zip(drawn, gradcam(learn, np.stack(xs), target))) if xs else {}
@@ -413,7 +416,9 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
     t0 = time.time()
     out = writable_dir(out, 'out')                       # before any work: a place that cannot be written fails at once
     learn = load_model(model) if isinstance(model, (str, Path)) else model
-    preds, problems = predict_folder(learn, dicom_dir, bs=bs, tta=tta, n_workers=n_workers, progress=progress)
+    plain, tables = plain_rsna(dicom_dir)               # clinical folders, NIfTI, images: one series per study (chapter 15)
+    if plain: preds, problems = predict_folder(learn, dicom_dir, bs=bs, tta=tta, n_workers=n_workers, progress=progress)
+    else: preds, problems = source_predictions(learn, dicom_dir, tables, bs=bs, tta=tta, progress=progress)
     if not len(preds):
         raise NoDicomError(f"{dicom_dir}: none of its DICOM files could be preprocessed, so there is nothing to rank; e.g. "
                            + '; '.join(f"{Path(p).name}: {r}" for p, r in problems[['path', 'reason']].head(3).itertuples(index=False)))
@@ -426,10 +431,12 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
                 model=f"{Path(model).name if isinstance(model, (str, Path)) else 'in memory'} ({ich.get('arch', '?')}, "
                       f"{'+'.join(ich.get('channels', []))}, {ich.get('size', '?')} px)",
                 generated=datetime.now().strftime('%Y-%m-%d %H:%M'))
-    page = render_report(wl, cards, problems, info)
+    warn, marked = input_warnings(learn, preds, dicom_dir)
+    wl = wl.assign(marked=wl.study_id.isin(marked))
+    page = render_report(wl, cards, problems, info).replace('</header>', record_html(model_record(learn), warn) + '</header>', 1)
     with output_lock(out/'index.html'):                  # two reports into one folder: one after the other, each whole
         write_together([(page, out/'index.html', None), (wl, out/'worklist.csv', {}), (problems, out/'problems.csv', {})])
-    return dict(worklist=wl, preds=preds, problems=problems, out=out, seconds=time.time() - t0)
+    return dict(worklist=wl, preds=preds, problems=problems, out=out, seconds=time.time() - t0, warnings=warn, record=model_record(learn))
 
 # %% ../nbs/17_triage.ipynb #af44dfd9
 @call_parse
@@ -459,6 +466,7 @@ def ich_triage(model:str, # exported model file (model.pkl from ich-train) or it
                           bs=bs, tta=tta, n_workers=n_workers, progress=not quiet)
     if not quiet:
         wl = r['worklist']
+        for line in r['record'] + [f"WARNING: {w}" for w in r['warnings']]: print(line)
         print(f"ich-triage: {len(wl)} studies ranked from {len(r['preds'])} slices ({len(r['problems'])} problem file(s)) "
               f"in {r['seconds']:.0f} s; first: {wl.study_id.iloc[0]} (score {wl.score.iloc[0]:.3f}); "
               f"open {Path(out).expanduser()/'index.html'}")
