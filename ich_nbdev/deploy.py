@@ -6,7 +6,7 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/deploy.html.md"""
 
 # %% ../nbs/19_deploy.ipynb #39cfd6a0
 from __future__ import annotations
-import io, json, os, queue, sys, threading, time, warnings
+import io, json, logging, os, queue, sys, threading, time, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd
@@ -19,7 +19,7 @@ from .preprocess import preprocess_file, check_scale, problem_reason
 
 # %% auto #0
 __all__ = ['ONNX_KEY', 'ONNX_FORMAT', 'PRED_COLUMNS', 'OnnxModelError', 'onnx_settings', 'export_onnx', 'OnnxModel', 'load_onnx',
-           'predict_dicom', 'ich_export']
+           'predict_dicom', 'quantize_onnx', 'int8_check', 'ich_export']
 
 # %% ../nbs/19_deploy.ipynb #c425bb36
 ONNX_KEY = 'ich_nbdev'        # the metadata entry holding a model's preprocessing settings (JSON)
@@ -226,10 +226,68 @@ def predict_dicom(model, # an `OnnxModel`, or the path of an ONNX file from `exp
     return preds, problems
 
 # %% ../nbs/19_deploy.ipynb #f8967d7b
+def _cache_rows(learn, split:str='valid'):
+    "uint8 images and labels of the training cache's `split` ('train' or 'valid'), as the learner's `cache_dls` split it."
+    from ich_nbdev.learner import cache_dls
+    ich = learn.ich
+    cache = Path(str(ich.get('cache', '')))
+    if not (cache/'cache.json').is_file():
+        raise OnnxModelError(f"{cache}: the model's training cache is not here; int8 needs its slices to calibrate and to "
+                             "measure the accuracy it costs")
+    dls = cache_dls(cache, windows=ich['channels'], valid_fold=ich.get('valid_fold', 0), n_folds=ich.get('n_folds', 5),
+                    seed=ich.get('seed', 42), device='cpu')
+    rows = (dls.valid if split == 'valid' else dls.train).dataset
+    x = np.asarray(rows.arr[rows.rows])
+    return (x[:, rows.channels] if rows.channels is not None else x), rows.y
+
+def quantize_onnx(src, # an ONNX file from `export_onnx`
+                  out, # the int8 file to write
+                  calib:np.ndarray, # uint8 slices `(N, C, S, S)` to calibrate the activation ranges on (a few dozen)
+                 ) -> Path:
+    "Static int8 quantisation (QDQ, per-channel weights) of an exported model, calibrated on `calib`; its settings kept."
+    import onnx, tempfile
+    from onnxruntime.quantization import quantize_static, QuantType, QuantFormat, CalibrationDataReader
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    settings = load_onnx(src, threads=1).ich
+    class Reader(CalibrationDataReader):
+        def __init__(self): self.batches = iter([{'channels': np.ascontiguousarray(calib[i:i+8])} for i in range(0, len(calib), 8)])
+        def get_next(self): return next(self.batches, None)
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        logging.disable(logging.WARNING)   # its notes on 1-D weights (batch norm in the head): quantised per tensor instead
+        try:
+            quant_pre_process(str(src), f'{d}/pre.onnx')
+            quantize_static(f'{d}/pre.onnx', f'{d}/int8.onnx', Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally: logging.disable(logging.NOTSET)
+        m = onnx.load(f'{d}/int8.onnx')
+    del m.metadata_props[:]
+    m.metadata_props.add(key=ONNX_KEY, value=json.dumps(dict(settings, int8='static QDQ, per-channel weights')))
+    return write_bytes_atomic(Path(out).expanduser(), m.SerializeToString())
+
+def int8_check(learn, # the learner both files were exported from
+               fp32, int8, # the ONNX files: `export_onnx`'s and `quantize_onnx`'s
+               threads:int|None=None, # ONNX Runtime threads for the timing
+              ) -> pd.DataFrame:
+    "Weighted log loss and AUC(any) on the validation slices, and seconds per 32 slices, of the fp32 and int8 files."
+    from ich_nbdev.metrics import weighted_log_loss, auc_any
+    x, y = _cache_rows(learn, 'valid')
+    rows = []
+    for name, path in (('fp32', fp32), ('int8', int8)):
+        m = load_onnx(path, threads=threads)
+        p = m.predict(x, bs=64)
+        xb = x[:32]; m.predict(xb)
+        t = time.perf_counter(); m.predict(xb, bs=32); secs = time.perf_counter() - t
+        rows.append(dict(model=name, weighted_log_loss=weighted_log_loss(y, p), auc_any=auc_any(y, p),
+                         s_per_32_slices=secs * 32 / len(xb), mb=Path(path).stat().st_size / 1e6))
+    return pd.DataFrame(rows).set_index('model')
+
+# %% ../nbs/19_deploy.ipynb #8062914f
 @call_parse
 def ich_export(model:str, # exported model: model.pkl from ich-train, or its folder
                out:str=None, # the ONNX file to write (default: model.onnx beside model.pkl)
                opset:int=17, # ONNX opset (at least 13)
+               int8:bool=False, # also write NAME.int8.onnx (static int8, calibrated on the training cache) and its accuracy check
                quiet:bool=False, # print nothing but errors
               ):
     "Export a trained model to one ONNX file holding its preprocessing settings, checked against torch."
@@ -244,9 +302,16 @@ def ich_export(model:str, # exported model: model.pkl from ich-train, or its fol
         from ich_nbdev.inference import load_model, writable_dir
         writable_dir(dest.parent, '--out')
         learn = load_model(src, cpu=True)
+        calib = _cache_rows(learn, 'train')[0][:64] if int8 else None   # int8 needs the training cache: checked before writing
         export_onnx(learn, dest, opset=opset)
         if not quiet:
             s = load_onnx(dest, threads=1).ich
             print(f"ich-export: wrote {dest} ({dest.stat().st_size/1e6:.1f} MB): {s['arch']}, uint8 {s['n_in']} × "
                   f"{s['cache_size']} × {s['cache_size']} ({', '.join(f'{c} {w}' for c, w in zip(s['channels'], s['window_specs']))}), "
                   f"scale '{s['scale']}'; checked against torch; {time.time() - t0:.1f} s")
+        if int8:
+            q = quantize_onnx(dest, dest.with_name(dest.stem + '.int8.onnx'), calib)
+            check = int8_check(learn, dest, q)
+            if not quiet:
+                print(f"ich-export: wrote {q} (static int8); on the {len(_cache_rows(learn, 'valid')[1])} validation slices of the training cache:")
+                print(check.round(4).to_string())

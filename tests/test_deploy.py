@@ -221,3 +221,48 @@ def test_triage_runtimes_agree(work):
     assert wt.study_id.tolist() == wo.study_id.tolist() and len(wt) == 3
     assert np.abs(wt.score.to_numpy() - wo.score.to_numpy()).max() <= 1e-4
     for d in ('tri-torch', 'tri-onnx'): assert (work/d/'index.html').read_text().count('data:image/png') >= 6
+
+
+# ------------------------------------------------------------------ int8, with its accuracy check
+def test_export_int8_with_check(work):
+    r = run(EXPORT, 'm', '--out', 'q/model.onnx', '--int8', cwd=work)
+    assert (work/'q'/'model.int8.onnx').is_file(), r.stdout
+    lines = r.stdout.splitlines()
+    rows = {l.split()[0]: l.split()[1:] for l in lines if l.split() and l.split()[0] in ('fp32', 'int8')}
+    assert set(rows) == {'fp32', 'int8'} and 'weighted_log_loss' in r.stdout and 'auc_any' in r.stdout, r.stdout
+    for v in rows.values(): assert all(np.isfinite(float(x)) for x in v)
+    from ich_nbdev.deploy import load_onnx
+    fp, q = load_onnx(work/'q'/'model.onnx'), load_onnx(work/'q'/'model.int8.onnx')
+    assert q.ich['int8'].startswith('static') and {k: v for k, v in q.ich.items() if k != 'int8'} == fp.ich
+    s = fp.ich['cache_size']
+    x = np.random.default_rng(5).integers(0, 256, (8, 3, s, s), dtype=np.uint8)
+    assert np.abs(q.predict(x) - fp.predict(x)).mean() < 0.05          # close, not equal: that is what the check reports
+
+def test_export_int8_without_training_cache(work, tmp_path):
+    "int8 needs the training cache (calibration and the accuracy check): without it, one line, and no int8 file."
+    from ich_nbdev.inference import load_model
+    learn = load_model(work/'m', cpu=True)
+    learn.ich = dict(learn.ich, cache=str(tmp_path/'gone'))
+    (work/'nocache').mkdir(exist_ok=True)
+    learn.export(work/'nocache'/'model.pkl')
+    r = run(EXPORT, 'nocache', '--int8', cwd=work, ok=False)
+    assert_one_line_error(r, EXPORT, "the model's training cache is not here")
+    assert not (work/'nocache'/'model.int8.onnx').exists() and not (work/'nocache'/'model.onnx').exists()
+
+
+# ------------------------------------------------------------------ the benchmark runs (tiny)
+def test_latency_bench_tiny():
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, 'bench/latency.py', '--archs', 'resnet10t', '--size', '64', '--slices', '6',
+                        '--warm', '1', '--int8'], capture_output=True, text=True, timeout=900, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'load average' in r.stdout and 'speed-up' in r.stdout and 'static int8' in r.stdout, r.stdout
+    row = next(l for l in r.stdout.splitlines() if l.startswith('synthetic 64 px') and 'resnet10t' in l)
+    diff = float(row.split('|')[-1])
+    assert diff <= 1e-4, row                                   # torch and ONNX gave the same probabilities
+
+def test_latency_bench_bad_settings():
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, 'bench/latency.py', '--runtimes', 'tensorrt'], capture_output=True, text=True,
+                       timeout=300, cwd=root)
+    assert r.returncode != 0 and 'bench/latency.py: --runtimes takes torch, onnx' in r.stderr
