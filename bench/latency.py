@@ -19,7 +19,8 @@ per-channel weights, calibrated on 64 slices of the synthetic cache) and dynamic
 weights), and the network time of each is reported (`net int8`, `net int8-dyn`), with the whole study through the
 static file (`int8`). Their accuracy needs a trained model: `ich-export --int8` prints it for yours.
 `warm` is the median of --warm calls after a first one. The stage columns are medians of separately timed warm runs
-of each stage (headers, decode+preprocess, the network through torch and through ONNX, the score). `cold` is the
+of each stage (headers, decode+preprocess, the network through torch and through ONNX, the score), and `heatmaps`:
+Grad-CAM of the 3 slices a triage report draws for a study (through the torch learner, whichever runtime predicted). `cold` is the
 wall time of a fresh Python process (imports, model load, one study, the score), per runtime: the ONNX one imports
 neither torch nor fastai. The figures are printed last, with the load average they were measured under.
 """
@@ -94,6 +95,7 @@ def main():
         from ich_nbdev.data import dicom_meta
         from ich_nbdev.learner import synth_cache, cache_dls, ich_learner, predict_images
         from ich_nbdev.inference import load_model, predict_folder
+        from ich_nbdev.triage import gradcam
         from ich_nbdev.deploy import export_onnx, load_onnx, predict_dicom, _preprocess_paths, quantize_onnx
 
     tmp = Path(tempfile.mkdtemp(prefix='bench-latency-'))
@@ -125,9 +127,11 @@ def main():
                 from onnxruntime.quantization import quantize_dynamic, QuantType
                 calib = np.load(cache/'train.npy', mmap_mode='r')[:64]
                 om8 = load_onnx(quantize_onnx(tmp/f'{arch}.onnx', tmp/f'{arch}.int8.onnx', np.asarray(calib)), threads=a.threads)
+                from onnxruntime.quantization.shape_inference import quant_pre_process
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore')
-                    quantize_dynamic(str(tmp/f'{arch}.onnx'), str(tmp/f'{arch}.dyn.onnx'), weight_type=QuantType.QInt8)
+                    quant_pre_process(str(tmp/f'{arch}.onnx'), str(tmp/f'{arch}.pre.onnx'))
+                    quantize_dynamic(str(tmp/f'{arch}.pre.onnx'), str(tmp/f'{arch}.dyn.onnx'), weight_type=QuantType.QInt8)
                 om8d = load_onnx(tmp/f'{arch}.dyn.onnx', threads=a.threads)
             n_params = sum(p.numel() for p in model.model.parameters())/1e6
             for name, folder in folders.items():
@@ -147,6 +151,7 @@ def main():
                 if om8 is not None:
                     stages['net int8'] = median_time(lambda: om8.predict(x, bs=a.slices), a.warm)
                     stages['net int8-dyn'] = median_time(lambda: om8d.predict(x, bs=a.slices), 1)
+                stages['heatmaps'] = median_time(lambda: gradcam(model, x[:3]), a.warm)
                 preds = predict_dicom(om, folder, bs=a.slices)[0]
                 stages['score'] = median_time(lambda: study_score(preds), a.warm)
                 if 'onnx' in runtimes and 'torch' in runtimes:
@@ -169,7 +174,7 @@ def main():
           f"{os.cpu_count()} CPU core(s); load average at the end {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}")
     print(f"{'study folder':16s} {'architecture':16s} {'Mparams':>7s} | {'warm s: torch':>13s} {'onnx':>6s} {'serial':>6s} "
           f"{'speed-up':>8s} | {'cold s: torch':>13s} {'onnx':>6s} | {'headers':>7s} {'decode+pre':>10s} {'net torch':>9s} "
-          f"{'net onnx':>8s} {'score':>6s} | {'max |dp|':>8s}")
+          f"{'net onnx':>8s} {'score':>6s} {'heatmaps':>8s} | {'max |dp|':>8s}")
     f = lambda d, k, w=6: f"{d[k]:{w}.2f}" if k in d else ' ' * (w - 1) + '-'
     f3 = lambda d, k, w: f"{d[k]:{w}.3f}" if k in d else ' ' * (w - 1) + '-'
     for r in rows:
@@ -177,7 +182,7 @@ def main():
         sp = f"{w['torch']/w['onnx']:7.1f}x" if 'torch' in w and 'onnx' in w else '       -'
         print(f"{r['folder']:16s} {r['arch']:16s} {r['params_m']:7.1f} | {f(w, 'torch', 13)} {f(w, 'onnx')} {f(w, 'onnx-serial')} "
               f"{sp} | {f(c, 'torch', 13)} {f(c, 'onnx')} | {f3(s, 'headers', 7)} {f3(s, 'decode+pre', 10)} "
-              f"{f3(s, 'net torch', 9)} {f3(s, 'net onnx', 8)} {s['score']:6.4f} | {r['diff']:8.1e}")
+              f"{f3(s, 'net torch', 9)} {f3(s, 'net onnx', 8)} {s['score']:6.4f} {s['heatmaps']:8.3f} | {r['diff']:8.1e}")
     for r in rows:
         if 'net int8' in r['stages']:
             s, w = r['stages'], r['warm']
@@ -195,8 +200,9 @@ def main():
         if r['arch'] == 'mobilenetv2_100' and 'torch' in r['warm'] and 'onnx' in r['warm']:
             sp = r['warm']['torch'] / r['warm']['onnx']
             print(f"target: MobileNetV2, {r['folder']}: ONNX {sp:.1f}x faster than torch (target 3x) -> {'met' if sp >= 3 else 'NOT met'}; "
-                  f"ONNX warm study {r['warm']['onnx']:.2f} s (target < 0.5 s for the study score) -> "
-                  f"{'met' if r['warm']['onnx'] < 0.5 else 'NOT met'}")
+                  f"ONNX warm study {r['warm']['onnx']:.2f} s + heatmaps of 3 slices {r['stages']['heatmaps']:.2f} s = "
+                  f"{r['warm']['onnx'] + r['stages']['heatmaps']:.2f} s (target < 0.5 s) -> "
+                  f"{'met' if r['warm']['onnx'] + r['stages']['heatmaps'] < 0.5 else 'NOT met'}")
     return 0
 
 if __name__ == '__main__': sys.exit(main())

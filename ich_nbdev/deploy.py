@@ -91,7 +91,7 @@ def export_onnx(model, # a learner from `load_model`, or the path of `model.pkl`
 # %% ../nbs/19_deploy.ipynb #ba7b9a1e
 def _ort():
     try: import onnxruntime
-    except ImportError: raise OnnxModelError("onnxruntime is not installed: pip install 'ich_nbdev[onnx]'") from None
+    except ImportError: raise OnnxModelError("onnxruntime is not installed: pip install onnxruntime") from None
     return onnxruntime
 
 class OnnxModel:
