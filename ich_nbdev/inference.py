@@ -24,12 +24,13 @@ from .preprocess import preprocess_file, open_cache, CacheError, problem_reason
 from .windowing import parse_windows
 from .learner import synth_cache, train_model, predict_images, predict_rows, CacheRows, LearnerSetupError
 from .metrics import metrics_table, prior_log_loss
+from .deploy import OnnxModel, load_onnx, predict_dicom
 
 # %% auto #0
-__all__ = ['PRED_COLUMNS', 'SUBMISSION_CLIP', 'demo_model', 'ModelError', 'load_model', 'preprocess_files', 'preprocess_args',
-           'predict_folder', 'SubmissionError', 'predict_cache', 'labels_for', 'check_submission', 'submission',
-           'submission_to_wide', 'score_submission', 'plot_any_distribution', 'writable_dir', 'output_lock',
-           'write_together', 'ich_predict']
+__all__ = ['RUNTIMES', 'PRED_COLUMNS', 'SUBMISSION_CLIP', 'demo_model', 'ModelError', 'onnx_beside', 'model_runtime',
+           'load_model', 'preprocess_files', 'preprocess_args', 'predict_folder', 'SubmissionError', 'predict_cache',
+           'labels_for', 'check_submission', 'submission', 'submission_to_wide', 'score_submission',
+           'plot_any_distribution', 'writable_dir', 'output_lock', 'write_together', 'ich_predict']
 
 # %% ../nbs/14_inference.ipynb #8658644d
 def demo_model(arch:str='resnet10t', # timm architecture
@@ -58,12 +59,33 @@ class ModelError(ValueError):
     "A model file that cannot be used, or a model that does not fit the data it is given."
 
 _ICH_KEYS = ('channels', 'cache_size', 'window_specs', 'n_in')
+RUNTIMES = ('auto', 'torch', 'onnx')
 
-def load_model(path, # `model.pkl` written by `ich-train` / `learn.export`, or the folder holding it
+def onnx_beside(path) -> Path:
+    "The ONNX export that goes with a model path: the path itself (`.onnx`), `FOLDER/model.onnx`, or `model.onnx` beside `model.pkl`."
+    p = Path(path).expanduser()
+    return p if p.suffix == '.onnx' else p/'model.onnx' if p.is_dir() else p.with_suffix('.onnx')
+
+def model_runtime(path, runtime:str='auto', cpu:bool|None=None) -> str:
+    "'torch' or 'onnx' for a model path: 'auto' takes the ONNX export on a CPU when there is one as new as `model.pkl`."
+    check_arg('runtime', runtime, choices=RUNTIMES)
+    p, onnx = Path(path).expanduser(), onnx_beside(path)
+    if p.suffix == '.onnx':
+        if runtime == 'torch': raise ModelError(f"{p}: an ONNX file; the torch runtime takes the model.pkl it was exported from")
+        return 'onnx'
+    if runtime != 'auto': return runtime
+    pkl = p/'model.pkl' if p.is_dir() else p
+    on_cpu = not torch.cuda.is_available() if cpu is None else cpu
+    fresh = onnx.is_file() and (not pkl.is_file() or onnx.stat().st_mtime >= pkl.stat().st_mtime)
+    return 'onnx' if on_cpu and fresh else 'torch'
+
+def load_model(path, # `model.pkl` written by `ich-train` / `learn.export`, or the folder holding it (or a `.onnx` from `ich-export`)
                cpu:bool|None=None, # load onto the CPU; default: the CPU unless a GPU is there
+               runtime:str='torch', # 'torch': the learner; 'onnx': its ONNX export (an `OnnxModel`); 'auto': ONNX on a CPU when exported
               ) -> Learner:
     "Load an exported `ich_nbdev` learner for prediction; `ModelError` for a missing or foreign file."
     p = Path(path).expanduser()
+    if model_runtime(p, runtime, cpu) == 'onnx': return load_onnx(onnx_beside(p))
     if p.is_dir() and (p/'model.pkl').is_file(): p = p/'model.pkl'
     if not p.is_file(): raise ModelError(f"{p}: no such model file (ich-train writes one as OUT/model.pkl)")
     cpu = not torch.cuda.is_available() if cpu is None else cpu
@@ -168,6 +190,14 @@ def predict_folder(model, # a learner from `load_model`, or the path of `model.p
                    required_ids=None, # image ids that must have a readable header (else `SubmissionError` early)
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Six probabilities per readable slice (`PRED_COLUMNS`) and the files that could not be used (`path`, `reason`)."
+    if isinstance(model, OnnxModel) or str(model).endswith('.onnx'):   # ONNX Runtime: `predict_dicom` (chapter 19)
+        t0 = time.time()
+        preds, problems = predict_dicom(model, dicom_dir, bs=bs, tta=tta, n_workers=n_workers or 0)
+        if required_ids is not None:
+            _require(required_ids, preds.image_id, problems, 'demanded by the sample submission have no readable DICOM file')
+        if progress: print(f"predicted: {len(preds)} slice(s) through ONNX Runtime, {len(problems)} file(s) left out, "
+                           f"{time.time() - t0:.1f} s")
+        return preds, problems
     learn = _as_learner(model)
     pp = preprocess_args(learn)
     bars = progress and show_progress()             # live bars on a terminal or in a notebook; else one line per stage
@@ -457,10 +487,12 @@ def ich_predict(model:str, # exported model: model.pkl from ich-train, or its fo
                 n_workers:int=None, # processes for reading and preprocessing (default: all cores; 0: this process)
                 clip:float=1e-4, # clip probabilities to [clip, 1-clip], 0 <= clip < 0.5; 0: no clipping
                 quiet:bool=False, # no progress bars or progress lines
+                runtime:str='auto', # torch, onnx (the model's ich-export file), or auto: onnx on a CPU when the model has one
                ):
     "Predict the six hemorrhage probabilities of every slice in DICOM_DIR and write a checked Kaggle submission."
     with cli_errors('ich-predict'):
         t0 = time.time()
+        check_arg('--runtime', runtime, choices=RUNTIMES, hint='auto takes the ONNX export on a CPU when the model has one')
         check_arg('--bs', bs, lo=1, hint='slices per forward pass, e.g. 64')
         if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 reads the files in this process')
         _check_clip(clip)
@@ -472,10 +504,11 @@ def ich_predict(model:str, # exported model: model.pkl from ich-train, or its fo
         want = None
         if sample_submission is not None:
             want = _split_ids(_ids_of(sample_submission, 'sample submission'), str(sample_submission))['image_id'].unique()
-        learn = load_model(model)
+        learn = load_model(model, runtime=runtime)
         print(f"ich-predict: model {learn.ich.get('arch', '?')} ({learn.ich['cache_size']} px; "
               f"{', '.join(f'{c} {w}' for c, w in zip(learn.ich['channels'], learn.ich['window_specs']))}), "
-              f"TTA {'on' if tta else 'off'}" + (f"; {note}" if note else ''), flush=True)
+              f"TTA {'on' if tta else 'off'}" + (f"; {note}" if note else '')
+              + ("; runtime ONNX Runtime (CPU)" if isinstance(learn, OnnxModel) else ''), flush=True)
         t1 = time.time()
         preds, problems = predict_folder(learn, src, bs=bs, tta=tta, n_workers=n_workers, progress=not quiet,
                                          required_ids=want)

@@ -6,10 +6,10 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/preprocess.html.md"""
 
 # %% ../nbs/06_preprocess.ipynb #1077df8b
 from __future__ import annotations
-import contextlib, ctypes, json, multiprocessing, os, shutil, sys, time, warnings
+import contextlib, ctypes, functools, json, multiprocessing, os, shutil, sys, time, warnings
 from pathlib import Path
 
-import numpy as np, pandas as pd, torch, torch.nn.functional as F
+import numpy as np, pandas as pd
 from scipy import ndimage
 from fastcore.basics import num_cpus
 from fastcore.script import call_parse
@@ -30,12 +30,40 @@ __all__ = ['AIR_HU', 'DEFAULT_WINDOWS', 'SCALES', 'DEFAULT_SCALE', 'DEFAULT_FOV_
 # %% ../nbs/06_preprocess.ipynb #97500f8c
 AIR_HU = -1000.  # Hounsfield units of air: the value of everything added around the head
 
+@functools.lru_cache(maxsize=512)
+def _resize_taps(n_in:int, n_out:int, aa:bool) -> tuple[np.ndarray, np.ndarray]:
+    "Source rows `(n_out, K)` and weights of torch's bilinear resize along one axis (`align_corners=False`; `aa`: antialiased)."
+    scale, i = np.float32(n_in / n_out), np.arange(n_out)
+    if aa and scale >= 1:                                # a triangle filter `scale` pixels wide, as torch (and PIL) do
+        centre = scale * (i + 0.5)
+        lo = np.maximum((centre - scale + 0.5).astype(np.int64), 0)
+        hi = np.minimum((centre + scale + 0.5).astype(np.int64), n_in)
+        j = lo[:, None] + np.arange(int((hi - lo).max()))[None]
+        w = np.where(j < hi[:, None], np.maximum(0, 1 - np.abs((j - centre[:, None] + 0.5) / scale)), 0)
+        return np.minimum(j, n_in - 1), (w / w.sum(1, keepdims=True)).astype(np.float32)
+    src = np.maximum(scale * (i + 0.5) - 0.5, 0).astype(np.float32)
+    i0 = src.astype(np.int64); l1 = src - i0
+    return np.stack([i0, np.minimum(i0 + 1, n_in - 1)], 1), np.stack([1 - l1, l1], 1).astype(np.float32)
+
+def _resize_numpy(img:np.ndarray, shape:tuple, aa:bool) -> np.ndarray:
+    "`torch.nn.functional.interpolate`'s bilinear resize in numpy (equal to float32 rounding), one axis at a time."
+    (jr, wr), (jc, wc) = _resize_taps(img.shape[0], shape[0], aa), _resize_taps(img.shape[1], shape[1], aa)
+    rows = wr[:, :1] * img[jr[:, 0]]
+    for k in range(1, jr.shape[1]): rows += wr[:, k:k+1] * img[jr[:, k]]
+    rows = np.ascontiguousarray(rows.T)
+    out = wc[:, :1] * rows[jc[:, 0]]
+    for k in range(1, jc.shape[1]): out += wc[:, k:k+1] * rows[jc[:, k]]
+    return np.ascontiguousarray(out.T)
+
 def _interpolate(img:np.ndarray, shape:tuple) -> np.ndarray:
     "Bilinear resize of a 2-D float32 array to `shape`, antialiased when shrinking below half size."
     shape = tuple(int(s) for s in shape)
     aa = any(o < i/2 for o, i in zip(shape, img.shape))
-    t = torch.from_numpy(np.asarray(img, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=shape, mode='bilinear', align_corners=False, antialias=aa)[0, 0].numpy()
+    img = np.asarray(img, dtype=np.float32)
+    torch = sys.modules.get('torch')     # torch's kernel when the process has torch; a light predictor need not import it
+    if torch is None: return _resize_numpy(img, shape, aa)
+    t = torch.from_numpy(img)[None, None]
+    return torch.nn.functional.interpolate(t, size=shape, mode='bilinear', align_corners=False, antialias=aa)[0, 0].numpy()
 
 def _check_spacing(spacing) -> tuple[float, float]:
     try: sr, sc = (float(s) for s in spacing)
@@ -137,7 +165,8 @@ def to_uint8(x:np.ndarray, # values in [0, 1] (windowed channels)
 def hflip(x, # array or tensor, (..., H, W)
          ):
     "Mirror `x` left to right (the last axis)."
-    return torch.flip(x, dims=(-1,)) if isinstance(x, torch.Tensor) else np.ascontiguousarray(x[..., ::-1])
+    torch = sys.modules.get('torch')
+    return torch.flip(x, dims=(-1,)) if torch is not None and isinstance(x, torch.Tensor) else np.ascontiguousarray(x[..., ::-1])
 
 # %% ../nbs/06_preprocess.ipynb #f9cb5e36
 DEFAULT_WINDOWS = 'brain,subdural,bone'
@@ -318,6 +347,7 @@ def _build_chunk(task, # (split, chunk number, first row, relative paths, source
     split, k, start, rels, folder, offset = task
     buf = _chunk_buffer((len(rels), len(windows), size, size))
     rows, problems = [], []
+    import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)    # one core per chunk: small images gain nothing from threads, and lose a lot under load
     try:
@@ -571,6 +601,7 @@ def cache_read_speed(cache_dir, # a finished cache
                      seed:int=0, # random order seed
                     ) -> float:
     "Slices per second for reading `n` random rows of the cache into torch tensors (one process)."
+    import torch
     arr, _ = open_cache(cache_dir, split)
     rows = np.random.default_rng(seed).integers(0, len(arr), n)
     t = time.perf_counter()

@@ -21,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from .core import SUBTYPES, ABBREV, UsageError, check_arg, cli_errors
 from .data import NoDicomError
+from .deploy import OnnxModel
 from .preprocess import preprocess_file
 from .inference import load_model, predict_folder, preprocess_args, writable_dir, output_lock, write_together
 from .sources import plain_rsna, model_input
@@ -406,6 +407,7 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
                   max_studies:int=100, # studies drawn as cards (all of them are in the table and the CSV)
                   thumb:int=160, # thumbnail side, pixels
                   bs:int=64, tta:bool=False, n_workers:int|None=None, progress:bool=False, # as for `predict_folder`
+                  runtime:str='torch', # prediction through 'torch', 'onnx' (the model's ich-export file) or 'auto' (see `load_model`)
                  ) -> dict:
     "Predict every slice in `dicom_dir`, rank its studies, and write the worklist CSV and a self-contained HTML report."
     aggregate([0.], how, k)
@@ -415,28 +417,32 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
     if thumb < 16: raise TriageError(f"thumb must be at least 16 pixels, got {thumb}")
     t0 = time.time()
     out = writable_dir(out, 'out')                       # before any work: a place that cannot be written fails at once
-    learn = load_model(model) if isinstance(model, (str, Path)) else model
+    runner = load_model(model, runtime=runtime) if isinstance(model, (str, Path)) else model
     plain, tables = plain_rsna(dicom_dir)               # clinical folders, NIfTI, images: one series per study (chapter 15)
-    if plain: preds, problems = predict_folder(learn, dicom_dir, bs=bs, tta=tta, n_workers=n_workers, progress=progress)
-    else: preds, problems = source_predictions(learn, dicom_dir, tables, bs=bs, tta=tta, progress=progress)
+    if plain: preds, problems = predict_folder(runner, dicom_dir, bs=bs, tta=tta, n_workers=n_workers, progress=progress)
+    else:
+        if isinstance(runner, OnnxModel): runner = load_model(model, runtime='torch')   # chapter 15's reader feeds the learner
+        preds, problems = source_predictions(runner, dicom_dir, tables, bs=bs, tta=tta, progress=progress)
+    # the heatmaps need gradients: the learner draws them (for the few slices shown) whichever runtime predicted
+    learn = runner if not isinstance(runner, OnnxModel) else load_model(model, runtime='torch') if max_studies else None
     if not len(preds):
         raise NoDicomError(f"{dicom_dir}: none of its DICOM files could be preprocessed, so there is nothing to rank; e.g. "
                            + '; '.join(f"{Path(p).name}: {r}" for p, r in problems[['path', 'reason']].head(3).itertuples(index=False)))
     wl = worklist(preds, how, k, top_slices)
     extra = []
-    cards = _study_cards(learn, wl.head(max_studies), preds, target, thumb, extra)
+    cards = _study_cards(learn, wl.head(max_studies), preds, target, thumb, extra) if max_studies else {}
     problems = pd.concat([problems[['path', 'reason']], pd.DataFrame(extra, columns=['path', 'reason'])], ignore_index=True)
-    ich = learn.ich
+    ich = runner.ich
     info = dict(folder=str(dicom_dir), n_slices=len(preds), target=target, score_rule=_score_rule(how, k),
                 model=f"{Path(model).name if isinstance(model, (str, Path)) else 'in memory'} ({ich.get('arch', '?')}, "
                       f"{'+'.join(ich.get('channels', []))}, {ich.get('size', '?')} px)",
                 generated=datetime.now().strftime('%Y-%m-%d %H:%M'))
-    warn, marked = input_warnings(learn, preds, dicom_dir)
+    warn, marked = input_warnings(runner, preds, dicom_dir)
     wl = wl.assign(marked=wl.study_id.isin(marked))
-    page = render_report(wl, cards, problems, info).replace('</header>', record_html(model_record(learn), warn) + '</header>', 1)
+    page = render_report(wl, cards, problems, info).replace('</header>', record_html(model_record(runner), warn) + '</header>', 1)
     with output_lock(out/'index.html'):                  # two reports into one folder: one after the other, each whole
         write_together([(page, out/'index.html', None), (wl, out/'worklist.csv', {}), (problems, out/'problems.csv', {})])
-    return dict(worklist=wl, preds=preds, problems=problems, out=out, seconds=time.time() - t0, warnings=warn, record=model_record(learn))
+    return dict(worklist=wl, preds=preds, problems=problems, out=out, seconds=time.time() - t0, warnings=warn, record=model_record(runner))
 
 # %% ../nbs/17_triage.ipynb #af44dfd9
 @call_parse
@@ -452,6 +458,7 @@ def ich_triage(model:str, # exported model file (model.pkl from ich-train) or it
                tta:bool=False, # average each slice with its mirror image
                n_workers:int=None, # processes reading files (default: all cores; 0: this process)
                quiet:bool=False, # no progress bars, progress lines or summary
+               runtime:str='auto', # prediction: torch, onnx (the model's ich-export file), or auto (onnx on a CPU when there is one)
               ):
     "Rank the head-CT studies in DICOM_DIR for reading, most likely bleed first, and write an HTML worklist with heatmaps."
     with cli_errors('ich-triage'):
@@ -462,8 +469,9 @@ def ich_triage(model:str, # exported model file (model.pkl from ich-train) or it
         check_arg('--max-studies', max_studies, lo=0)
         check_arg('--bs', bs, lo=1, hint='slices per forward pass, e.g. 64')
         if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 reads the files in this process')
+        check_arg('--runtime', runtime, choices=('auto', 'torch', 'onnx'), hint='auto takes the ONNX export on a CPU when the model has one')
         r = triage_report(model, dicom_dir, out, top_slices=top_slices, how=how, k=k, target=target, max_studies=max_studies,
-                          bs=bs, tta=tta, n_workers=n_workers, progress=not quiet)
+                          bs=bs, tta=tta, n_workers=n_workers, progress=not quiet, runtime=runtime)
     if not quiet:
         wl = r['worklist']
         for line in r['record'] + [f"WARNING: {w}" for w in r['warnings']]: print(line)
