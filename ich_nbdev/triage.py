@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from .core import SUBTYPES, ABBREV, UsageError, check_arg, cli_errors
 from .data import NoDicomError
 from .preprocess import preprocess_file
-from .inference import load_model, predict_folder, preprocess_args, writable_dir, output_lock, write_together
+from .inference import load_model, as_model, slice_input, predict_folder, preprocess_args, writable_dir, output_lock, write_together
 
 # %% auto #0
 __all__ = ['AGGREGATIONS', 'CSS', 'TriageError', 'slice_order', 'aggregate', 'study_scores', 'worklist', 'study_truth',
@@ -369,7 +369,7 @@ def _study_cards(learn, wl:pd.DataFrame, preds:pd.DataFrame, target, thumb:int, 
         for iid, pos in zip(r.top_slices.split(';'), map(int, r.top_positions.split(';'))):
             items.append((r.study_id, iid, pos))
             try:
-                x = preprocess_file(paths[iid], **pp)[0]
+                x = slice_input(learn, preds, iid)               # with its neighbours for a 2.5D model
                 plain[len(items) - 1] = preprocess_file(paths[iid], thumb, 'brain', **scale)[0][0]
                 xs.append(x)
             except Exception as ex:
@@ -412,7 +412,7 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
     if thumb < 16: raise TriageError(f"thumb must be at least 16 pixels, got {thumb}")
     t0 = time.time()
     out = writable_dir(out, 'out')                       # before any work: a place that cannot be written fails at once
-    learn = load_model(model) if isinstance(model, (str, Path)) else model
+    learn = as_model(model)                              # any kind: single slice, 2.5D, 2.5D + sequence
     preds, problems = predict_folder(learn, dicom_dir, bs=bs, tta=tta, n_workers=n_workers, progress=progress)
     if not len(preds):
         raise NoDicomError(f"{dicom_dir}: none of its DICOM files could be preprocessed, so there is nothing to rank; e.g. "
