@@ -11,7 +11,7 @@ the synthetic sample's three windows at --size px, and a `SeqNet` of --kind over
   sequence   `SeqNet.predict_series` over the study's series of embeddings
 Each figure is the median of --warm runs after one warm-up run. On a GPU every run ends with a synchronisation.
 
-    python bench/sequence.py --compare [--seeds 0,1,2] [--studies 200] [--slices 12] [--epochs 6] [--seq-epochs 15]
+    python bench/sequence.py --compare [--seeds 42,0,1] [--studies 200] [--slices 12] [--epochs 6] [--seq-epochs 15]
 
 The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache), for
 each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained with the
@@ -30,7 +30,7 @@ def main():
     ap.add_argument('--slices', type=int, default=32); ap.add_argument('--context', type=int, default=3)
     ap.add_argument('--kind', default='gru'); ap.add_argument('--hidden', type=int, default=64)
     ap.add_argument('--warm', type=int, default=5); ap.add_argument('--threads', type=int, default=None)
-    ap.add_argument('--compare', action='store_true'); ap.add_argument('--seeds', default='0,1,2')
+    ap.add_argument('--compare', action='store_true'); ap.add_argument('--seeds', default='42,0,1')
     ap.add_argument('--studies', type=int, default=200); ap.add_argument('--epochs', type=int, default=6)
     ap.add_argument('--seq-epochs', type=int, default=15); ap.add_argument('--out', default=None)
     a = ap.parse_args()
@@ -80,7 +80,7 @@ def compare(a):
     import json, tempfile
     import pandas as pd
     from ich_nbdev.synth import synth_sample
-    from ich_nbdev.learner import synth_cache, train_model
+    from ich_nbdev.learner import synth_cache, cached_model
     from ich_nbdev.sequence import train_seq
     try: seeds = [int(s) for s in a.seeds.split(',')]
     except ValueError: fail(f"seeds must be whole numbers separated by commas, not {a.seeds!r}")
@@ -90,14 +90,18 @@ def compare(a):
     cache = synth_cache(size=64, data_dir=data)
     rows = []
     for seed in seeds:
-        recipe = dict(arch='resnet10t', epochs=a.epochs, bs=32, seed=seed, progress=False)
+        recipe = dict(arch='resnet10t', epochs=a.epochs, bs=32, size=64, seed=seed)     # as in nbs/12_context.ipynb
         for name, k in (('single slice', 1), (f'2.5D (K={a.context})', a.context)):
-            r = train_model(cache, out/f'k{k}-s{seed}', context=k, **recipe)
+            t = time.time()
+            m = cached_model(f'ctx-course-k{k}', cache, **recipe, **({} if k == 1 else dict(context=k)))   # reused when trained
+            r = json.loads((m.parent/'metrics.json').read_text())
+            (out/f'k{k}-s{seed}').mkdir(parents=True, exist_ok=True)
+            if not (out/f'k{k}-s{seed}'/'model.pkl').exists(): (out/f'k{k}-s{seed}'/'model.pkl').symlink_to(m)
             rows.append(dict(seed=seed, model=name, wll=r['weighted_log_loss'], auc_any=r['auc_any'], seconds=r['train_seconds'],
                              train_slices=r['train_slices'], valid_slices=r['valid_slices']))
             print(rows[-1], flush=True)
         for remedy in ('noise', 'none'):
-            r = train_seq(out/f'k{a.context}-s{seed}', cache, out/f'seq-{remedy}-s{seed}', kind=a.kind, hidden=a.hidden,
+            r = train_seq(out/f'k{a.context}-s{seed}'/'model.pkl', cache, out/f'seq-{remedy}-s{seed}', kind=a.kind, hidden=a.hidden,
                           epochs=a.seq_epochs, remedy=remedy, seed=seed, progress=False)
             rows.append(dict(seed=seed, model=f'2.5D + sequence ({a.kind}, remedy {remedy})', wll=r['weighted_log_loss'],
                              auc_any=r['auc_any'], seconds=r['train_seconds'] + r['embed_seconds'],

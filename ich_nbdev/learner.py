@@ -70,7 +70,8 @@ class CacheRows:
                  neighbours=None, # `(len(rows), K)` array rows of the K slices around each row (2.5D); None: the row alone
                 ):
         self.arr_path, self.rows = Path(arr_path), np.asarray(rows, dtype=np.int64)
-        self.neighbours = None if neighbours is None else np.asarray(neighbours, dtype=np.int64).reshape(len(self.rows), -1 if len(self.rows) else np.shape(neighbours)[-1])
+        self.neighbours = None if neighbours is None else np.asarray(neighbours, dtype=np.int64)
+        if self.neighbours is not None and self.neighbours.ndim == 1: self.neighbours = self.neighbours[:, None]
         self.y = None if y is None else np.asarray(y, dtype=np.float32)
         self.channels = None if channels is None else list(channels)
         self.image_ids = None if image_ids is None else np.asarray(image_ids)
