@@ -86,7 +86,7 @@ def compare(a):
     from ich_nbdev.sequence import train_seq
     try: seeds = [int(s) for s in a.seeds.split(',')]
     except ValueError: fail(f"seeds must be whole numbers separated by commas, not {a.seeds!r}")
-    if a.slices < 3 or a.studies < 10: fail("compare needs at least 10 studies of 3 slices")
+    if a.slices < 3 or a.studies < 10: fail("compare needs at least 10 studies of 3 slices (--slices is also the study size here)")
     out = Path(a.out or tempfile.mkdtemp(prefix='seq-compare-'))
     data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42)
     cache = synth_cache(size=64, data_dir=data)
