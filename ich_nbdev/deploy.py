@@ -33,6 +33,9 @@ def onnx_settings(learn, # a learner from `load_model` (or `ich_learner`)
                  ) -> dict:
     "What an ONNX file must carry to predict like `learn`: its preprocessing settings, the outputs, the input statistics."
     ich, tfm = learn.ich, learn.dls.valid.after_batch
+    if ich.get('kind') == 'sequence' or int(ich.get('context', 1)) > 1:
+        raise OnnxModelError(f"a {'sequence' if ich.get('kind') == 'sequence' else '2.5D'} model: ONNX export takes single-slice "
+                             "models (context 1); predict with the torch runtime")
     if ich.get('size', ich['cache_size']) != ich['cache_size'] or getattr(tfm, 'size', None) not in (None, ich['cache_size']):
         raise OnnxModelError(f"the model was trained at {ich['size']} px from a {ich['cache_size']} px cache; "
                              "ONNX export takes models trained at their cache's size")

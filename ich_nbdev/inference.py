@@ -16,6 +16,7 @@ from fastcore.basics import num_cpus
 from fastcore.parallel import parallel
 from fastcore.script import call_parse
 from fastai.learner import Learner, load_learner
+from fastai.torch_core import TensorImage
 
 from .core import (SUBTYPES, cache_root, number_slices, atomic_write, show_progress, progress_iter,
                             UsageError, check_arg, cli_errors)
@@ -23,14 +24,16 @@ from .data import find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomErr
 from .preprocess import preprocess_file, open_cache, CacheError, problem_reason
 from .windowing import parse_windows
 from .learner import synth_cache, train_model, predict_images, predict_rows, CacheRows, LearnerSetupError
+from .context import stack_context
 from .metrics import metrics_table, prior_log_loss
 from .deploy import OnnxModel, load_onnx, predict_dicom
 
 # %% auto #0
-__all__ = ['RUNTIMES', 'PRED_COLUMNS', 'SUBMISSION_CLIP', 'demo_model', 'ModelError', 'onnx_beside', 'model_runtime',
-           'load_model', 'preprocess_files', 'preprocess_args', 'predict_folder', 'SubmissionError', 'predict_cache',
-           'labels_for', 'check_submission', 'submission', 'submission_to_wide', 'score_submission',
-           'plot_any_distribution', 'writable_dir', 'output_lock', 'write_together', 'ich_predict']
+__all__ = ['RUNTIMES', 'PRED_COLUMNS', 'SUBMISSION_CLIP', 'demo_model', 'ModelError', 'slice_outputs', 'IchModel', 'onnx_beside',
+           'model_runtime', 'load_model', 'as_model', 'preprocess_files', 'preprocess_args', 'predict_ordered',
+           'slice_input', 'predict_folder', 'SubmissionError', 'predict_cache', 'labels_for', 'check_submission',
+           'submission', 'submission_to_wide', 'score_submission', 'plot_any_distribution', 'writable_dir',
+           'output_lock', 'write_together', 'ich_predict']
 
 # %% ../nbs/14_inference.ipynb #8658644d
 def demo_model(arch:str='resnet10t', # timm architecture
@@ -61,6 +64,64 @@ class ModelError(ValueError):
 _ICH_KEYS = ('channels', 'cache_size', 'window_specs', 'n_in')
 RUNTIMES = ('auto', 'torch', 'onnx')
 
+def slice_outputs(learn:Learner, # a slice model (single slice or 2.5D): a learner from `ich_learner` or `load_model`
+                  x, # uint8 model inputs `(N, n_in, H, W)` (for 2.5D: `stack_context`'s)
+                  bs:int=64, flip:bool=False, # batch size; mirror the images first
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    "Logits `(N, 6)` and the embedding the output layer reads `(N, D)` of every image, in one pass."
+    x = torch.as_tensor(np.asarray(x))
+    lin = [m for m in learn.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    tfm, model, got = learn.dls.valid.after_batch, learn.model.eval(), []
+    dev = next(model.parameters()).device
+    h = lin.register_forward_hook(lambda m, i, o: got.append(i[0].detach().float().cpu()))
+    logits = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), bs):
+                xb = tfm((TensorImage(x[i:i+bs].to(dev)),))[0]
+                if next(model.parameters()).dtype == torch.float32: xb = xb.float()
+                logits.append(model(xb.flip(-1) if flip else xb).float().cpu())
+    finally: h.remove()
+    if not logits: return np.zeros((0, len(SUBTYPES)), np.float32), np.zeros((0, lin.in_features), np.float32)
+    return torch.cat(logits).numpy(), torch.cat(got).numpy()
+
+class IchModel:
+    "A loaded model of any kind (single slice, 2.5D, 2.5D + sequence): its settings `ich` and one way to predict a series."
+    def __init__(self, learn:Learner, # the exported learner: a slice model, or a sequence stage holding its slice model
+                 path=None, # where it was loaded from
+                ):
+        self.learn, self.path, self.ich = learn, path, dict(learn.ich)
+        self.cnn = getattr(learn, 'base_learn', None) or learn        # the slice model (Grad-CAM explains it)
+        self.seq = learn.model if self.ich.get('kind') == 'sequence' else None
+    @property
+    def kind(self) -> str: return 'sequence' if self.seq is not None else 'context' if self.context > 1 else 'single'
+    @property
+    def context(self) -> int: return int(self.ich.get('context', 1))
+    def __getattr__(self, name):                       # `model`, `dls`, ...: the slice model's (Grad-CAM, `predict_images`)
+        if name.startswith('__') or name in ('learn', 'cnn', 'seq', 'ich', 'path'): raise AttributeError(name)
+        return getattr(self.cnn, name)
+    def __repr__(self):
+        return f"IchModel({self.kind}, {self.ich.get('arch', '?')}, context {self.context}, {'+'.join(self.ich.get('channels', []))})"
+    def predict_many(self, xs:list, # z-ordered series, each uint8 `(S, C, H, W)` preprocessed with `preprocess_args`
+                     bs:int=64, tta:bool=False, # batch size; average with the mirror images' predictions
+                    ) -> list:
+        "Six probabilities `(S, 6)` per slice of each series."
+        xs = [np.asarray(x) for x in xs]
+        if not xs: return []
+        lens = np.cumsum([len(x) for x in xs])[:-1]
+        allx = np.concatenate([stack_context(x, self.context) for x in xs])
+        if self.seq is None: return np.split(predict_images(self.cnn, allx, bs=bs, flip_tta=tta), lens)
+        ps = []
+        for flip in ((False, True) if tta else (False,)):
+            logits, emb = slice_outputs(self.cnn, allx, bs=bs, flip=flip)
+            feats = np.split(np.concatenate([emb, logits], 1), lens)
+            ps.append(np.concatenate(self.seq.predict_series(feats)))
+        return np.split(sum(ps) / len(ps), lens)
+    def predict_series(self, x, # one z-ordered series, uint8 `(S, C, H, W)`
+                       bs:int=64, tta:bool=False) -> np.ndarray:
+        "Six probabilities `(S, 6)` for the slices of one z-ordered series."
+        return self.predict_many([x], bs=bs, tta=tta)[0]
+
 def onnx_beside(path) -> Path:
     "The ONNX export that goes with a model path: the path itself (`.onnx`), `FOLDER/model.onnx`, or `model.onnx` beside `model.pkl`."
     p = Path(path).expanduser()
@@ -82,8 +143,8 @@ def model_runtime(path, runtime:str='auto', cpu:bool|None=None) -> str:
 def load_model(path, # `model.pkl` written by `ich-train` / `learn.export`, or the folder holding it (or a `.onnx` from `ich-export`)
                cpu:bool|None=None, # load onto the CPU; default: the CPU unless a GPU is there
                runtime:str='torch', # 'torch': the learner; 'onnx': its ONNX export (an `OnnxModel`); 'auto': ONNX on a CPU when exported
-              ) -> Learner:
-    "Load an exported `ich_nbdev` learner for prediction; `ModelError` for a missing or foreign file."
+              ) -> IchModel:
+    "Load an exported `ich_nbdev` model of any kind for prediction (`IchModel`, or `OnnxModel` for the ONNX runtime); `ModelError` for a missing or foreign file."
     p = Path(path).expanduser()
     if model_runtime(p, runtime, cpu) == 'onnx': return load_onnx(onnx_beside(p))
     if p.is_dir() and (p/'model.pkl').is_file(): p = p/'model.pkl'
@@ -101,8 +162,17 @@ def load_model(path, # `model.pkl` written by `ich-train` / `learn.export`, or t
     if not isinstance(ich, dict) or any(k not in ich for k in _ICH_KEYS):
         raise ModelError(f"{p}: a fastai Learner, but not an ich_nbdev one (no preprocessing settings in learn.ich); "
                          "train it with ich-train or ich_learner")
-    learn.model.eval().to(memory_format=torch.channels_last)   # `load_learner(cpu=True)` undoes it; see below
-    return learn
+    m = IchModel(learn, p)
+    if cpu: m.learn.model.cpu(); m.cnn.model.cpu()
+    m.learn.model.eval(); m.cnn.model.eval().to(memory_format=torch.channels_last)   # `load_learner(cpu=True)` undoes it; see below
+    return m
+
+def as_model(model, # an `IchModel`, a fastai learner from `ich_learner`/`train_model`, or the path of `model.pkl`
+            ) -> IchModel:
+    "An `IchModel` for whatever names a model."
+    if isinstance(model, IchModel): return model
+    return IchModel(model) if isinstance(model, Learner) else load_model(model)
+
 
 # %% ../nbs/14_inference.ipynb #764db4f7
 def _preprocess_chunk(paths:list, size:int, windows:str, **kwargs):
@@ -172,7 +242,7 @@ def preprocess_args(learn:Learner, # a learner from `load_model` (or `ich_learne
 # %% ../nbs/14_inference.ipynb #f56bb8ac
 PRED_COLUMNS = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'slice_index', 'n_slices', *SUBTYPES, 'path']
 
-def _as_learner(model) -> Learner: return model if isinstance(model, Learner) else load_model(model)
+def _as_learner(model) -> IchModel: return as_model(model)
 
 def _with_probs(index:pd.DataFrame, p:np.ndarray) -> pd.DataFrame:
     "`PRED_COLUMNS`: the slices of `index` (one row each) with their probabilities `p`, numbered along each series."
@@ -180,7 +250,42 @@ def _with_probs(index:pd.DataFrame, p:np.ndarray) -> pd.DataFrame:
     df = pd.concat([index[cols].reset_index(drop=True), pd.DataFrame(p, columns=SUBTYPES)], axis=1)
     return number_slices(df)[PRED_COLUMNS]
 
-def predict_folder(model, # a learner from `load_model`, or the path of `model.pkl`
+def _series_waves(index:pd.DataFrame, # z-ordered slices (`number_slices`)
+                  size:int, # slices per wave, about
+                 ) -> list:
+    "Ranges of `index` rows of about `size` slices each that never split a series."
+    waves, a = [], 0
+    for b in np.flatnonzero(index['slice_index'].to_numpy() == 0)[1:]:    # where each series after the first starts
+        if b - a >= size: waves.append(range(a, int(b))); a = int(b)
+    if a < len(index): waves.append(range(a, len(index)))
+    return waves
+
+def predict_ordered(model:IchModel, # from `as_model`
+                    x:np.ndarray, # uint8 slices `(N, C, H, W)` of whole series, in the order of `series`
+                    series, # `(N,)` series id of each slice: slices of a series are together and z-ordered
+                    bs:int=64, tta:bool=False,
+                   ) -> np.ndarray:
+    "`(N, 6)` probabilities of z-ordered slices grouped by series, through `IchModel.predict_many`."
+    series = np.asarray(series)
+    if not len(series): return np.zeros((0, len(SUBTYPES)), np.float32)
+    cut = np.flatnonzero(series[1:] != series[:-1]) + 1
+    return np.concatenate(model.predict_many(np.split(x, cut), bs=bs, tta=tta))
+
+def slice_input(model, # a model from `load_model` (or a learner)
+                preds:pd.DataFrame, # `predict_folder`'s table (z-ordered series with `path`)
+                image_id:str, # the slice
+               ) -> np.ndarray:
+    "The model's uint8 input `(n_in, H, W)` for one predicted slice: its own file, and for 2.5D its neighbours' along z."
+    model = as_model(model)
+    pp, k, g = preprocess_args(model), model.context, preds[preds['image_id'] == image_id]
+    if not len(g): raise ModelError(f"{image_id}: not in these predictions")
+    r = g.iloc[0]
+    if k == 1: return preprocess_file(r['path'], **pp)[0]
+    ser = preds[preds['series_id'] == r['series_id']].sort_values('slice_index')
+    j = np.clip(int(r['slice_index']) + np.arange(-(k//2), k//2 + 1), 0, len(ser) - 1)
+    return np.concatenate([preprocess_file(ser['path'].iloc[i], **pp)[0] for i in j])   # slice-major, as `stack_context`
+
+def predict_folder(model, # a model from `load_model`, a learner, or the path of `model.pkl`
                    dicom_dir, # folder of DICOM files (searched recursively), or a list of files
                    bs:int=64, # batch size
                    tta:bool=False, # average each slice's prediction with that of its mirror image
@@ -198,7 +303,7 @@ def predict_folder(model, # a learner from `load_model`, or the path of `model.p
         if progress: print(f"predicted: {len(preds)} slice(s) through ONNX Runtime, {len(problems)} file(s) left out, "
                            f"{time.time() - t0:.1f} s")
         return preds, problems
-    learn = _as_learner(model)
+    learn = as_model(model)
     pp = preprocess_args(learn)
     bars = progress and show_progress()             # live bars on a terminal or in a notebook; else one line per stage
     t0 = time.time()
@@ -207,13 +312,12 @@ def predict_folder(model, # a learner from `load_model`, or the path of `model.p
     if required_ids is not None:
         _require(required_ids, meta.image_id, problems, 'demanded by the sample submission have no readable DICOM file')
     n_workers = num_cpus() if n_workers is None else n_workers
-    chunks = _chunks(len(meta), n_workers, chunk_size)
-    per_wave = max(1, n_workers)*4
-    waves = [range(chunks[i].start, chunks[min(i+per_wave, len(chunks))-1].stop) for i in range(0, len(chunks), per_wave)]
+    meta = number_slices(meta)                      # whole series, ordered along z: the unit every kind of model predicts
+    waves = _series_waves(meta, max(1, n_workers) * 4 * chunk_size)
     probs, rows, bad, t1 = [], [], [problems], time.time()
     for w in progress_iter(waves, 'slices', progress=bars and len(waves) > 1):
         x, ok, p = preprocess_files(meta.path.iloc[w.start:w.stop].tolist(), n_workers=n_workers, chunk_size=chunk_size, **pp)
-        probs.append(predict_images(learn, x, bs=bs, flip_tta=tta))
+        probs.append(predict_ordered(learn, x, meta.series_id.iloc[w.start:w.stop].to_numpy()[ok], bs=bs, tta=tta))
         rows += [w.start + i for i in ok]; bad.append(p)
     p = np.concatenate(probs) if probs else np.zeros((0, len(SUBTYPES)), np.float32)
     preds = _with_probs(meta.iloc[rows], p)
@@ -272,18 +376,20 @@ def _cache_channels(learn:Learner, info:dict, cache_dir) -> list:
                                 f"at the model's {_scale_text(*m_scale)}, or predict from the DICOM folder")
     return [wins.index(w) for w in want]
 
-def predict_cache(model, # a learner from `load_model`, or the path of `model.pkl`
+def predict_cache(model, # a model from `load_model`, a learner, or the path of `model.pkl`
                   cache_dir, # a cache built by `ich-prepare` / `build_cache`
                   split:str='test', # which split to predict
                   bs:int=64, tta:bool=False, # batch size; flip TTA
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "`predict_folder`'s tables for one split of a prepared cache (problems: the files the cache builder left out)."
-    learn, cache_dir = _as_learner(model), Path(cache_dir).expanduser()
+    learn, cache_dir = as_model(model), Path(cache_dir).expanduser()
     arr, idx = open_cache(cache_dir, split)
     info = json.loads((cache_dir/'cache.json').read_text())
     chans = _cache_channels(learn, info, cache_dir)
-    rows = CacheRows(cache_dir/f'{split}.npy', idx['row'].to_numpy(), None, chans, idx['image_id'].to_numpy())
-    p = predict_rows(learn, rows, bs=bs, flip_tta=tta)
+    idx = number_slices(idx)                       # whole series along z, read a wave of series at a time
+    p = [predict_ordered(learn, arr[np.sort(idx['row'].to_numpy()[w])][:, chans][np.argsort(np.argsort(idx['row'].to_numpy()[w]))],
+                         idx['series_id'].to_numpy()[w], bs=bs, tta=tta) for w in _series_waves(idx, 2048)]
+    p = np.concatenate(p) if p else np.zeros((0, len(SUBTYPES)), np.float32)
     problems = pd.read_csv(cache_dir/'problems.csv')
     problems = problems[problems['split'] == split][['path', 'reason']].reset_index(drop=True)
     return _with_probs(idx, p), problems

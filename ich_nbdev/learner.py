@@ -33,6 +33,7 @@ import timm
 from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, UsageError, atomic_write,
                             write_text_atomic, write_table_atomic)
 from .data import patient_folds
+from .context import check_context, neighbour_positions
 from .synth import synth_sample
 from .scale import (world_size, is_main, init_distributed, finish_distributed, distributed, predict_split,
                              gather_objects, settings_fingerprint, load_checkpoint, restore_learner, keep_history,
@@ -69,8 +70,11 @@ class CacheRows:
                  y=None, # (len(rows), 6) labels, or None for unlabelled data
                  channels=None, # channel indices to take (e.g. [0, 0, 0]); None = all
                  image_ids=None, # the image id of each row
+                 neighbours=None, # `(len(rows), K)` array rows of the K slices around each row (2.5D); None: the row alone
                 ):
         self.arr_path, self.rows = Path(arr_path), np.asarray(rows, dtype=np.int64)
+        self.neighbours = None if neighbours is None else np.asarray(neighbours, dtype=np.int64)
+        if self.neighbours is not None and self.neighbours.ndim == 1: self.neighbours = self.neighbours[:, None]
         self.y = None if y is None else np.asarray(y, dtype=np.float32)
         self.channels = None if channels is None else list(channels)
         self.image_ids = None if image_ids is None else np.asarray(image_ids)
@@ -82,16 +86,26 @@ class CacheRows:
         if self._arr is None: self._arr = np.load(self.arr_path, mmap_mode='r')
         return self._arr
     @property
-    def n_channels(self): return len(self.channels) if self.channels is not None else self.arr.shape[1]
+    def n_channels(self):
+        c = len(self.channels) if self.channels is not None else self.arr.shape[1]
+        return c * (1 if self.neighbours is None else self.neighbours.shape[1])
     def batch(self, idxs):
-        "Images (uint8 `TensorImage`) and targets of positions `idxs`, read in one sorted pass."
+        "Images (uint8 `TensorImage`) and targets of positions `idxs`, read in one sorted pass (with their neighbours: the union once)."
         idxs = np.sort(np.asarray(idxs, dtype=np.int64))
-        x = self.arr[self.rows[idxs]]                     # rows are sorted too: the cache index is in array order
-        if self.channels is not None: x = x[:, self.channels]
+        if self.neighbours is None:
+            x = self.arr[self.rows[idxs]]                 # rows are sorted too: the cache index is in array order
+            if self.channels is not None: x = x[:, self.channels]
+        else:
+            nb = self.neighbours[idxs]                    # (B, K) array rows
+            need, inv = np.unique(nb, return_inverse=True)   # the union of the rows, sorted: one pass over the file
+            block = self.arr[need]
+            if self.channels is not None: block = block[:, self.channels]
+            x = block[inv.reshape(nb.shape)].reshape(len(idxs), -1, *block.shape[2:])   # (B, K*C, H, W), slice-major
         x = TensorImage(torch.from_numpy(np.ascontiguousarray(x)))
         if self.y is None: return (x,)
         return x, TensorMultiCategory(torch.from_numpy(self.y[idxs]))
-    def new_empty(self): return CacheRows(self.arr_path, [], None if self.y is None else self.y[:0], self.channels)
+    def new_empty(self): return CacheRows(self.arr_path, [], None if self.y is None else self.y[:0], self.channels,
+                                          neighbours=None if self.neighbours is None else self.neighbours[:0])
     def __getstate__(self): return {**self.__dict__, '_arr': None}
 
 class CacheDL(DataLoader):
@@ -186,14 +200,18 @@ def cache_dls(cache_dir, # a finished cache with a labelled `train` split
               num_workers:int=0, # loader processes
               device=None, # default: the GPU when there is one
               seed:int=42, # fold assignment
+              context:int=1, # slices of context K (odd): each slice with the K-1 around it along z as extra channels
              ) -> DataLoaders:
     "Train/valid `DataLoaders` from a cache: patient-grouped folds, batches read in one pass, device-side flips."
     cache_dir, info, idx = open_train_cache(cache_dir)
     chans = _channel_indices(info['channels'], windows)
+    context = check_context(context)
     check_folds(idx, valid_fold, n_folds)
     fold = patient_folds(idx, n_folds=n_folds, seed=seed).to_numpy()
     y = idx[SUBTYPES].to_numpy(np.float32)
-    mk = lambda m: CacheRows(cache_dir/'train.npy', idx['row'].to_numpy()[m], y[m], chans, idx['image_id'].to_numpy()[m])
+    nbrs = idx['row'].to_numpy()[neighbour_positions(idx, context)] if context > 1 else None   # same series: same fold
+    mk = lambda m: CacheRows(cache_dir/'train.npy', idx['row'].to_numpy()[m], y[m], chans, idx['image_id'].to_numpy()[m],
+                             neighbours=None if nbrs is None else nbrs[m])
     trn, val = mk(fold != valid_fold), mk(fold == valid_fold)
     mean, std = channel_stats(trn)
     device = default_device() if device is None else device
@@ -210,7 +228,8 @@ def cache_dls(cache_dir, # a finished cache with a labelled `train` split
     dls.ich = dict(cache=str(cache_dir), channels=[info['channels'][i] for i in chans], size=size or info['size'],
                    cache_size=info['size'], window_specs=[f"{w['level']:g}/{w['width']:g}" for w in wins],
                    scale=info.get('scale', 'fit'), fov_mm=info.get('fov_mm'),   # a cache without these keys was fitted
-                   valid_fold=valid_fold, n_folds=n_folds, seed=seed, mean=mean, std=std)
+                   valid_fold=valid_fold, n_folds=n_folds, seed=seed, mean=mean, std=std, context=context,
+                   patients_sha1=hashlib.sha1(' '.join(sorted(map(str, idx['patient_id'].unique()))).encode()).hexdigest())
     return dls
 
 # %% ../nbs/08_learner.ipynb #62430b27
@@ -333,7 +352,7 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
         raise LearnerSetupError("zero_init is for training from scratch: it would overwrite the pretrained weights' batch-norm scales")
     start = start_settings(pretrained, prior_bias, zero_init, wd)
     if start['wd'] < 0: raise LearnerSetupError(f"wd must be at least 0, not {start['wd']}")
-    n_in = len(dls.ich['channels']) if hasattr(dls, 'ich') else 3
+    n_in = len(dls.ich['channels']) * dls.ich.get('context', 1) if hasattr(dls, 'ich') else 3   # K slices × C windows
     model_kw = {}
     if not 0 <= drop_path < 1: raise LearnerSetupError(f"drop_path must be in [0, 1), got {drop_path}")
     if drop_path: model_kw['drop_path_rate'] = drop_path
@@ -458,13 +477,14 @@ def check_train_args(cache_dir, # the training cache
                      arch:str=ARCH, windows=None, size:int|None=None, epochs:int=5, bs:int=32, lr:float|None=LR,
                      loss:str='bce', opt:str='radam', head:str='fastai', pretrained=False, valid_fold:int=0, n_folds:int=5,
                      num_workers:int=0, wd:float|None=None, drop_path:float=0., accum:int=1, max_steps:int|None=None,
-                     resume:bool=False,
+                     resume:bool=False, context:int=1,
                      cli:bool=False, # name the settings as `ich-train`'s options (`--valid-fold`) rather than as parameters
                     ):
     "Refuse, before any work, settings `train_model` cannot use: one message naming the setting and what to give instead."
     o = (lambda n: '--' + n.replace('_', '-')) if cli else (lambda n: n)
     check_arch(arch)
     check_arg(o('epochs'), epochs, lo=1, hint='the number of passes over the training slices')
+    check_context(context, o('context'))
     check_arg(o('bs'), bs, lo=1, hint='the number of slices in a training batch')
     if size is not None: check_arg(o('size'), size, lo=16, hint="the side in pixels to train at (default: the cache's)")
     if lr is not None and not lr > 0:
@@ -527,23 +547,24 @@ def train_model(cache_dir, # a finished cache with labels
                 accum:int=1, # batches whose gradients are summed into one optimiser step
                 max_steps:int|None=None, # stop after this many optimiser steps in all (a short trial run)
                 cbs=None, # more fastai callbacks for the fit
+                context:int=1, # slices of context K (odd; 1: the slice alone): K × C input channels (`cache_dls`)
                ) -> dict:
     "Train on a cache and write `history.csv`, `model.pkl`, `valid_preds.csv`, `metrics.json` and figures to `out`."
     check_train_args(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss, opt=opt,
                      head=head, pretrained=pretrained, valid_fold=valid_fold, n_folds=n_folds, num_workers=num_workers,
-                     wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume)
+                     wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context)
     out = Path(out).expanduser().absolute()     # fastai joins `learn.path` with file names: a relative folder would appear twice
     init_distributed()                          # under torchrun / accelerate launch: join the others (see A2_scale)
     main = is_main()                            # only rank 0 writes
     set_seed(seed + int(os.environ.get('RANK', 0)), reproducible=True)   # Python's random (fastai's batch order), NumPy, torch
     dls = cache_dls(cache_dir, windows=windows, valid_fold=valid_fold, n_folds=n_folds, bs=bs, size=size,
-                    balanced=balanced, num_workers=num_workers, seed=seed)
+                    balanced=balanced, num_workers=num_workers, seed=seed, context=context)
     learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, opt=opt, head=head, path=out, prior_bias=prior_bias,
                         zero_init=zero_init, wd=wd, drop_path=drop_path)
     settings = settings_fingerprint(cache_dir, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss,
                                     opt=opt, head=head, balanced=balanced, valid_fold=valid_fold, n_folds=n_folds, seed=seed,
                                     prior_bias=prior_bias, zero_init=zero_init, wd=wd, drop_path=drop_path, accum=accum,
-                                    max_steps=max_steps)
+                                    max_steps=max_steps, context=context)
     state = load_checkpoint(out/CHECKPOINT, settings) if resume else None
     if state is not None: restore_learner(learn, state)
     if main: out.mkdir(parents=True, exist_ok=True)   # only once data and model are ready: a refused setting leaves no folder
@@ -579,7 +600,7 @@ def train_model(cache_dir, # a finished cache with labels
     summary.update(prior_log_loss=float(prior_log_loss(dls.train.dataset.y, val.y)), arch=arch, lr=lr, epochs=epochs,
                    bs=bs, size=ich['size'], channels=ich['channels'], loss=loss, opt=opt, head=head, pretrained=bool(pretrained),
                    prior_bias=ich['prior_bias'], zero_init=ich['zero_init'], wd=ich['wd'], drop_path=drop_path, flip_tta=flip_tta,
-                   seed=seed, valid_fold=valid_fold, n_folds=n_folds, scale=ich['scale'], fov_mm=ich['fov_mm'],
+                   seed=seed, valid_fold=valid_fold, n_folds=n_folds, scale=ich['scale'], fov_mm=ich['fov_mm'], context=context,
                    train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
                    train_slices_per_s=round(seen / train_secs, 1) if train_secs > 0 else None, processes=world_size(),
                    accum=accum, step_batch=bs * world_size() * accum, max_steps=max_steps, steps=ckpt.steps,
@@ -620,13 +641,14 @@ def ich_train(cache_dir:str, # a cache from ich-prepare with a labelled train sp
               resume:bool=False, # carry on from OUT's checkpoint after a kill, to the same --epochs (same settings)
               accum:int=1, # batches whose gradients are summed into one optimiser step (large images, small GPUs)
               max_steps:int=None, # stop after this many optimiser steps in all, then validate and write everything (a trial run)
+              context:int=1, # slices of context, odd: 1 the slice alone, 3 with the slice above and below as extra channels (2.5D)
              ):
     "Train a model on a cache; write the log, the exported model, validation predictions and metrics to OUT."
     with cli_errors('ich-train'):
         pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
         kw = dict(arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=None if lr_find else lr, loss=loss,
                   opt=opt, head=head, pretrained=pre, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
-                  wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume)
+                  wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context)
         check_train_args(cache_dir, out, **kw, cli=True)
         r = train_model(cache_dir, out, **kw, balanced=balanced, seed=seed, progress=not quiet, flip_tta=flip_tta,
                         prior_bias=False if no_prior_bias else None, zero_init=False if no_zero_init else None)
@@ -652,6 +674,7 @@ def cached_model(name:str, # the model folder's name before its hash, e.g. 'mobi
     cache_dir, info, _ = open_train_cache(cache_dir)
     bound = sig.bind(cache_dir, None, **train_kwargs); bound.apply_defaults()
     settings = {k: v for k, v in bound.arguments.items() if k not in ('cache_dir', 'out', 'progress')}
+    if settings.get('context') == 1: del settings['context']      # single slices: the same key as before `context` existed
     settings.update(start_settings(settings['pretrained'], settings['prior_bias'], settings['zero_init'], settings['wd']))
     ident = dict(name=name, settings=settings, cache=str(cache_dir.resolve()), cache_settings=info, version=ich_nbdev.__version__)
     key = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]

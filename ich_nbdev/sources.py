@@ -463,9 +463,9 @@ def predict_slices(learn, # a learner from `load_model`
                    progress:bool=False,
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Six probabilities per usable slice (the slice table plus `SUBTYPES`) and a problem row for each slice left out."
-    from ich_nbdev.inference import preprocess_args
-    from ich_nbdev.learner import predict_images
-    pp = preprocess_args(learn)
+    from ich_nbdev.inference import preprocess_args, as_model
+    model = as_model(learn)                             # any kind: single slice, 2.5D, 2.5D + sequence (chapter 14)
+    pp = preprocess_args(model)
     size, windows = pp.pop('size'), pp.pop('windows')
     x, ok, bad = [], [], []
     with warnings.catch_warnings():
@@ -474,9 +474,11 @@ def predict_slices(learn, # a learner from `load_model`
             try: x.append(slice_input(r, size, windows, **pp)); ok.append(i)
             except (SourceError, DicomError, ValueError) as e:
                 bad.append(dict(path=r.path, reason=str(e).removeprefix(f'{show_path(r.path)}: ')))
-    n_in = len(parse_windows(windows))
-    p = predict_images(learn, np.stack(x) if x else np.zeros((0, n_in, size, size), np.uint8), bs=bs, flip_tta=tta)
     preds = slices.iloc[ok].reset_index(drop=True)
+    p = np.zeros((len(preds), len(SUBTYPES)), np.float32)
+    if len(preds):                                      # whole series in z order: what 2.5D and sequence models read
+        rows = [g['_row'].to_numpy() for _, g in number_slices(preds.assign(_row=np.arange(len(preds)))).groupby('series_id', sort=False)]
+        for r, q in zip(rows, model.predict_many([np.stack([x[i] for i in r]) for r in rows], bs=bs, tta=tta)): p[r] = q
     preds = pd.concat([preds, pd.DataFrame(p, columns=SUBTYPES)], axis=1)
     return preds, pd.DataFrame(bad, columns=PROBLEM_COLUMNS)
 

@@ -19,11 +19,11 @@ from fastcore.script import call_parse
 from fastai.torch_core import TensorImage
 from sklearn.metrics import roc_auc_score
 
-from .core import SUBTYPES, ABBREV, UsageError, check_arg, cli_errors
+from .core import SUBTYPES, ABBREV, UsageError, check_arg, cli_errors, number_slices
 from .data import NoDicomError
 from .deploy import OnnxModel
 from .preprocess import preprocess_file
-from .inference import load_model, predict_folder, preprocess_args, writable_dir, output_lock, write_together
+from .inference import load_model, as_model, slice_input, predict_folder, preprocess_args, writable_dir, output_lock, write_together
 from .sources import plain_rsna, model_input
 from .evaluate import source_predictions, input_warnings, model_record, record_html
 
@@ -361,6 +361,15 @@ not a diagnosis. Grad-CAM: Selvaraju et al., ICCV 2017.</footer></body></html>
 """
 
 # %% ../nbs/17_triage.ipynb #a519c351
+def _model_x(learn, preds:pd.DataFrame, paths:dict, iid:str, pp:dict) -> np.ndarray:
+    "The model's input for slice `iid` of the predictions: its neighbours along z too for a 2.5D model."
+    if 'kind' not in preds: return slice_input(learn, preds, iid)   # DICOM files (chapter 14)
+    k = as_model(learn).context
+    if k == 1: return model_input(paths[iid], **pp)                # any source (chapter 15)
+    ser = number_slices(preds[preds['series_id'] == paths[iid].series_id])
+    j = int(np.flatnonzero(ser['image_id'].to_numpy() == iid)[0])
+    return np.concatenate([model_input(ser.iloc[i], **pp) for i in np.clip(j + np.arange(-(k//2), k//2 + 1), 0, len(ser) - 1)])
+
 def _score_rule(how, k): return 'the highest P(any) of any slice' if how == 'max' else f'the mean P(any) of the {k} highest slices'
 
 def _study_cards(learn, wl:pd.DataFrame, preds:pd.DataFrame, target, thumb:int, problems:list) -> dict:
@@ -373,7 +382,7 @@ def _study_cards(learn, wl:pd.DataFrame, preds:pd.DataFrame, target, thumb:int, 
         for iid, pos in zip(r.top_slices.split(';'), map(int, r.top_positions.split(';'))):
             items.append((r.study_id, iid, pos))
             try:
-                x = model_input(paths[iid], **pp)
+                x = _model_x(learn, preds, paths, iid, pp)       # with its neighbours for a 2.5D model
                 plain[len(items) - 1] = model_input(paths[iid], thumb, 'brain', **scale)[0]
                 xs.append(x)
             except Exception as ex:
@@ -417,7 +426,8 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
     if thumb < 16: raise TriageError(f"thumb must be at least 16 pixels, got {thumb}")
     t0 = time.time()
     out = writable_dir(out, 'out')                       # before any work: a place that cannot be written fails at once
-    runner = load_model(model, runtime=runtime) if isinstance(model, (str, Path)) else model
+    runner = (load_model(model, runtime=runtime) if isinstance(model, (str, Path)) else
+              model if isinstance(model, OnnxModel) else as_model(model))   # any kind: single slice, 2.5D, 2.5D + sequence
     plain, tables = plain_rsna(dicom_dir)               # clinical folders, NIfTI, images: one series per study (chapter 15)
     if plain: preds, problems = predict_folder(runner, dicom_dir, bs=bs, tta=tta, n_workers=n_workers, progress=progress)
     else:

@@ -1,0 +1,119 @@
+"""Extra cost of the sequence stage per study against the CNN stage (milliseconds), on this machine's CPU, or on its
+GPU when torch sees one (the same command; nothing to change).
+
+    python bench/sequence.py [--arch resnet10t] [--size 128] [--slices 32] [--context 3] [--kind gru]
+                             [--hidden 64] [--warm 5] [--threads N]
+
+An untrained slice model (timing does not depend on the weights) is built by `ich_learner` for --context slices of
+the synthetic sample's three windows at --size px, and a `SeqNet` of --kind over its embeddings. For one study of
+--slices slices (random uint8 images, already preprocessed), it times, as `IchModel.predict_many` runs them:
+  cnn        `stack_context` + `slice_outputs` (embeddings and logits of every slice)
+  sequence   `SeqNet.predict_series` over the study's series of embeddings
+Each figure is the median of --warm runs after one warm-up run. On a GPU every run ends with a synchronisation.
+
+    python bench/sequence.py --compare [--seeds 42,0,1] [--studies 200] [--slices 12] [--epochs 6] [--train-size 64] [--seq-epochs 15]
+
+The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache), for
+each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained at
+--train-size px with the
+same recipe and epochs, then the sequence stage (--kind) on the 2.5D model with and without the remedy against
+over-confident embeddings; the weighted log loss and AUC(any) on the validation fold (held-out patients), and the
+seconds each stage took. One line per run, then a table.
+"""
+import argparse, os, statistics, sys, time, warnings
+from pathlib import Path
+
+def fail(msg): raise SystemExit(f"bench/sequence.py: {msg}")
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--arch', default='resnet10t'); ap.add_argument('--size', type=int, default=128)
+    ap.add_argument('--slices', type=int, default=32); ap.add_argument('--context', type=int, default=3)
+    ap.add_argument('--kind', default='gru'); ap.add_argument('--hidden', type=int, default=64)
+    ap.add_argument('--warm', type=int, default=5); ap.add_argument('--threads', type=int, default=None)
+    ap.add_argument('--compare', action='store_true'); ap.add_argument('--seeds', default='42,0,1')
+    ap.add_argument('--studies', type=int, default=200); ap.add_argument('--epochs', type=int, default=6)
+    ap.add_argument('--seq-epochs', type=int, default=15); ap.add_argument('--out', default=None)
+    ap.add_argument('--train-size', type=int, default=64)
+    a = ap.parse_args()
+    if a.compare: return compare(a)
+    if a.size < 32: fail(f"size must be at least 32, not {a.size}")
+    if a.slices < 1: fail(f"slices must be at least 1, not {a.slices}")
+    if a.warm < 1: fail(f"warm must be at least 1, not {a.warm}")
+    if a.context < 1 or a.context % 2 == 0: fail(f"context must be odd and at least 1, not {a.context}")
+    import numpy as np, torch
+    from ich_nbdev.learner import synth_cache, cache_dls, ich_learner, check_arch, LearnerSetupError
+    from ich_nbdev.context import stack_context
+    from ich_nbdev.inference import slice_outputs
+    from ich_nbdev.sequence import SeqNet, SEQ_KINDS
+    if a.kind not in SEQ_KINDS: fail(f"unknown kind '{a.kind}'; use one of {', '.join(SEQ_KINDS)}")
+    try: check_arch(a.arch)
+    except LearnerSetupError as e: fail(str(e))
+    if a.threads: torch.set_num_threads(a.threads)
+    gpu = torch.cuda.is_available()
+    dev = torch.device('cuda' if gpu else 'cpu')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        dls = cache_dls(synth_cache(size=64), size=a.size, context=a.context, device=dev)
+        learn = ich_learner(dls, a.arch)
+    learn.model.eval().to(dev)
+    x = np.random.default_rng(0).integers(0, 256, (a.slices, 3, a.size, a.size), dtype=np.uint8)
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    def cnn():
+        out = slice_outputs(learn, stack_context(x, a.context)); sync(); return out
+    logits, emb = cnn()
+    net = SeqNet(emb.shape[1], hidden=a.hidden, kind=a.kind).to(dev)
+    feats = [np.concatenate([emb, logits], 1)]
+    def seq(): out = net.predict_series(feats); sync(); return out
+    def med(fn):
+        fn(); ts = []
+        for _ in range(a.warm):
+            t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+        return statistics.median(ts) * 1000
+    t_cnn, t_seq = med(cnn), med(seq)
+    where = torch.cuda.get_device_name(0) if gpu else f"CPU, {torch.get_num_threads()} thread(s), {os.cpu_count()} core(s) seen"
+    print(f"device: {where}")
+    print(f"study: {a.slices} slices, {a.size} px, context {a.context} ({3 * a.context} channels), {a.arch}; "
+          f"sequence {a.kind}, hidden {a.hidden}, embedding {emb.shape[1]}; median of {a.warm} runs")
+    print(f"cnn stage:      {t_cnn:9.1f} ms per study ({t_cnn / a.slices:.2f} ms per slice)")
+    print(f"sequence stage: {t_seq:9.1f} ms per study ({100 * t_seq / t_cnn:.1f}% of the cnn stage)")
+
+def compare(a):
+    import json, tempfile
+    import pandas as pd
+    from ich_nbdev.synth import synth_sample
+    from ich_nbdev.learner import synth_cache, cached_model
+    from ich_nbdev.sequence import train_seq
+    try: seeds = [int(s) for s in a.seeds.split(',')]
+    except ValueError: fail(f"seeds must be whole numbers separated by commas, not {a.seeds!r}")
+    if a.slices < 3 or a.studies < 10: fail("compare needs at least 10 studies of 3 slices (--slices is also the study size here)")
+    out = Path(a.out or tempfile.mkdtemp(prefix='seq-compare-'))
+    data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42)
+    cache = synth_cache(size=64, data_dir=data)
+    rows = []
+    for seed in seeds:
+        recipe = dict(arch='resnet10t', epochs=a.epochs, bs=32, size=a.train_size, seed=seed)     # as in nbs/12_context.ipynb
+        for name, k in (('single slice', 1), (f'2.5D (K={a.context})', a.context)):
+            t = time.time()
+            m = cached_model(f'ctx-course-k{k}', cache, **recipe, **({} if k == 1 else dict(context=k)))   # reused when trained
+            r = json.loads((m.parent/'metrics.json').read_text())
+            (out/f'k{k}-s{seed}').mkdir(parents=True, exist_ok=True)
+            if not (out/f'k{k}-s{seed}'/'model.pkl').exists(): (out/f'k{k}-s{seed}'/'model.pkl').symlink_to(m)
+            rows.append(dict(seed=seed, model=name, wll=r['weighted_log_loss'], auc_any=r['auc_any'], seconds=r['train_seconds'],
+                             train_slices=r['train_slices'], valid_slices=r['valid_slices']))
+            print(rows[-1], flush=True)
+        for remedy in ('noise', 'none'):
+            r = train_seq(out/f'k{a.context}-s{seed}'/'model.pkl', cache, out/f'seq-{remedy}-s{seed}', kind=a.kind, hidden=a.hidden,
+                          epochs=a.seq_epochs, remedy=remedy, seed=seed, progress=False)
+            rows.append(dict(seed=seed, model=f'2.5D + sequence ({a.kind}, remedy {remedy})', wll=r['weighted_log_loss'],
+                             auc_any=r['auc_any'], seconds=r['train_seconds'] + r['embed_seconds'],
+                             train_slices=r['train_slices'], valid_slices=r['valid_slices']))
+            print(rows[-1], flush=True)
+    df = pd.DataFrame(rows)
+    single = df[df.model == 'single slice'].set_index('seed').wll
+    df['vs_single'] = df.wll / df.seed.map(single) - 1
+    pd.set_option('display.width', 200)
+    print(df.round(4).to_string(index=False))
+    print(df.groupby('model', sort=False)[['wll', 'auc_any', 'vs_single', 'seconds']].mean().round(4).to_string())
+
+if __name__ == '__main__': main()

@@ -1,0 +1,163 @@
+"""Neighbouring slices (2.5D) and the sequence stage: series ordering, one-slice series, missing z, two series in one
+study, padding, one exported model through `ich-predict`/`ich-triage` in any file order, and the one-line errors of
+`ich-train --context` and `ich-train-seq`."""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np, pandas as pd
+import pytest, torch
+
+BIN = Path(sys.executable).parent
+SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural', 'any']
+
+def run(tool, *args, cwd):
+    "The installed command in `cwd`, output to a pipe (not a terminal)."
+    env = {k: v for k, v in os.environ.items() if k not in ('ICH_PROGRESS', 'ICH_DEBUG')}
+    return subprocess.run([str(BIN/tool), *map(str, args)], capture_output=True, text=True, timeout=900, cwd=cwd, env=env)
+
+def one_line_error(r, tool, words):
+    assert r.returncode != 0, r.stdout
+    assert 'Traceback' not in r.stderr, r.stderr
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f'{tool}: ') and words in lines[0], lines[0]
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    "A small synthetic sample (series of 6 slices) and its 32 px cache."
+    from ich_nbdev.synth import synth_sample
+    from ich_nbdev.preprocess import build_cache
+    d = tmp_path_factory.mktemp('seqdata')
+    sample = synth_sample(d/'sample', n_studies=16, n_test_studies=3, slices=6, seed=3)
+    build_cache(sample, d/'cache', size=32, progress=False)
+    return sample, d/'cache'
+
+@pytest.fixture(scope='module')
+def models(data, tmp_path_factory):
+    "A 2.5D slice model (one epoch) and a sequence stage on it (two epochs)."
+    from ich_nbdev.learner import train_model
+    from ich_nbdev.sequence import train_seq
+    sample, cache = data
+    d = tmp_path_factory.mktemp('seqmodels')
+    train_model(cache, d/'base', arch='resnet10t', epochs=1, bs=16, n_folds=4, context=3, progress=False)
+    train_seq(d/'base', cache, d/'seq', epochs=2, hidden=8, progress=False)
+    return d/'base', d/'seq'
+
+def test_neighbours_shuffled_missing_z_one_slice_two_series():
+    from ich_nbdev.context import neighbour_positions
+    idx = pd.DataFrame(dict(image_id=list('abcdefgh'), study_id=['s'] * 8,
+                            series_id=['A'] * 3 + ['B'] * 3 + ['C'] + ['D'],
+                            z=[2., 0., 1., np.nan, 5., np.nan, 7., 3.], instance_number=[1, 2, 3, 3, 1, 2, 1, 1]))
+    want = {'b': 'bbc', 'c': 'bca', 'a': 'caa',            # series A by z
+            'e': 'eef', 'f': 'efd', 'd': 'fdd',            # series B misses z: by InstanceNumber
+            'g': 'ggg', 'h': 'hhh'}                         # one-slice series; two series of one study never mix
+    for seed in range(3):
+        s = idx.sample(frac=1, random_state=seed).reset_index(drop=True)
+        nb = neighbour_positions(s, 3)
+        got = {i: ''.join(s.image_id.to_numpy()[r]) for i, r in zip(s.image_id, nb)}
+        assert got == want
+
+def test_padding_never_changes_a_real_slice():
+    from ich_nbdev.sequence import SeqNet
+    rng = np.random.default_rng(0)
+    for kind in ('gru', 'lstm', 'conv'):
+        torch.manual_seed(0)
+        net = SeqNet(10, hidden=8, kind=kind)
+        torch.nn.init.normal_(net.out.weight)               # not the identity
+        a, b = rng.normal(size=(4, 16)).astype(np.float32), rng.normal(size=(11, 16)).astype(np.float32)
+        alone = net.predict_series([a])[0]
+        np.testing.assert_allclose(alone, net.predict_series([b, a])[1], atol=1e-5)
+        np.testing.assert_allclose(alone, net.predict_series([a, b, a[:1]])[0], atol=1e-5)
+        assert not np.allclose(alone[:1], net.predict_series([a[:1]])[0], atol=1e-4)   # context does change it
+
+def test_context_batches_read_the_union_once(data):
+    from ich_nbdev.learner import cache_dls
+    _, cache = data
+    dls = cache_dls(cache, context=3, n_folds=4, bs=8)
+    rows = dls.train.dataset
+    arr = np.load(cache/'train.npy', mmap_mode='r')
+    pos = np.arange(min(10, len(rows)))
+    direct = np.concatenate([arr[rows.neighbours[pos, j]] for j in range(3)], 1)
+    np.testing.assert_array_equal(rows.batch(pos)[0].numpy(), direct)
+    assert dls.ich['context'] == 3 and dls.one_batch()[0].shape[1] == 9
+
+def test_model_handle_series(models, data):
+    from ich_nbdev.inference import load_model, preprocess_args, IchModel
+    from ich_nbdev.preprocess import preprocess_file
+    from ich_nbdev.core import number_slices
+    from ich_nbdev.data import dicom_meta
+    sample, _ = data
+    base, seq = models
+    for path, kind in ((base, 'context'), (seq, 'sequence')):
+        m = load_model(path)
+        assert isinstance(m, IchModel) and m.kind == kind and m.context == 3
+        meta = number_slices(dicom_meta(sample/'stage_2_test', n_workers=0, progress=False)[0])
+        pp = preprocess_args(m)
+        x = np.stack([preprocess_file(p, **pp)[0] for p in meta.path])
+        s1 = meta.series_id.unique()
+        xa, xb = x[(meta.series_id == s1[0]).to_numpy()], x[(meta.series_id == s1[1]).to_numpy()]
+        pa = m.predict_series(xa)
+        np.testing.assert_allclose(pa, m.predict_many([xb, xa])[1], atol=1e-5)      # two series together
+        one = m.predict_series(xa[:1])                                               # a one-slice series
+        assert one.shape == (1, 6) and np.isfinite(one).all()
+
+def test_predict_and_triage_any_file_order(models, data, tmp_path):
+    "ich-predict and ich-triage with a sequence model: a folder whose file names shuffle the z order gives the same probabilities."
+    sample, _ = data
+    _, seq = models
+    files = sorted((sample/'stage_2_test').glob('*.dcm'))
+    (tmp_path/'ordered').mkdir(); (tmp_path/'shuffled').mkdir()
+    perm = np.random.default_rng(0).permutation(len(files))
+    for i, f in enumerate(files):
+        shutil.copy(f, tmp_path/'ordered'/f'{i:04d}.dcm')
+        shutil.copy(f, tmp_path/'shuffled'/f'{perm[i]:04d}.dcm')
+    (tmp_path/'m').symlink_to(seq, target_is_directory=True)
+    probs = {}
+    for name in ('ordered', 'shuffled'):
+        r = run('ich-predict', 'm', name, '--out', f'{name}.csv', '--n-workers', '0', '--quiet', cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        probs[name] = pd.read_csv(tmp_path/f'{name}_probs.csv').set_index('image_id')[SUBTYPES].sort_index()
+    assert len(probs['ordered']) == len(files)
+    np.testing.assert_allclose(probs['ordered'].to_numpy(), probs['shuffled'].to_numpy(), atol=1e-5)
+    wl = {}
+    for name in ('ordered', 'shuffled'):
+        r = run('ich-triage', 'm', name, '--out', f'tri-{name}', '--n-workers', '0', cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        wl[name] = pd.read_csv(tmp_path/f'tri-{name}'/'worklist.csv').set_index('study_id').sort_index()
+    np.testing.assert_allclose(wl['ordered']['score'].to_numpy(), wl['shuffled']['score'].to_numpy(), atol=1e-5)
+
+@pytest.mark.parametrize('k,words', [('2', '--context must be odd'), ('0', '--context must be at least 1, not 0'),
+                                     ('-1', '--context must be at least 1')])
+def test_ich_train_bad_context(data, tmp_path, k, words):
+    _, cache = data
+    r = run('ich-train', cache, '--context', k, '--out', 'o', cwd=tmp_path)
+    one_line_error(r, 'ich-train', words)
+    assert not (tmp_path/'o').exists()
+
+def test_ich_train_seq_mismatch(models, data, tmp_path):
+    from ich_nbdev.preprocess import build_cache
+    sample, cache = data
+    base, seq = models
+    build_cache(sample, tmp_path/'cache64', size=64, progress=False)      # same patients, other slice size
+    one_line_error(run('ich-train-seq', base, tmp_path/'cache64', '--out', 'o', cwd=tmp_path), 'ich-train-seq',
+                   "slices are 64 px and the model's were 32 px")
+    from ich_nbdev.synth import synth_sample
+    other = synth_sample(tmp_path/'other', n_studies=6, n_test_studies=0, slices=4, seed=11)
+    build_cache(other, tmp_path/'cache-other', size=32, progress=False)
+    one_line_error(run('ich-train-seq', base, tmp_path/'cache-other', '--out', 'o', cwd=tmp_path), 'ich-train-seq',
+                   'not the cache the base model was trained on')
+    one_line_error(run('ich-train-seq', seq, cache, '--out', 'o', cwd=tmp_path), 'ich-train-seq', 'a sequence model already')
+    one_line_error(run('ich-train-seq', base, cache, '--kind', 'rnn', cwd=tmp_path), 'ich-train-seq', '--kind')
+    one_line_error(run('ich-train-seq', tmp_path/'nothing', cache, cwd=tmp_path), 'ich-train-seq', 'no such model file')
+    assert not (tmp_path/'o').exists()
+
+def test_ich_train_seq_runs(models, data, tmp_path):
+    "The command from a scratch folder with relative paths; metrics with the keys of ich-train."
+    _, cache = data
+    base, _ = models
+    (tmp_path/'b').symlink_to(base, target_is_directory=True); (tmp_path/'c').symlink_to(cache, target_is_directory=True)
+    r = run('ich-train-seq', 'b/model.pkl', 'c', '--out', 'seq', '--epochs', '1', '--hidden', '8', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path/'seq'/'metrics.json').read_text())
+    base_m = json.loads((base/'metrics.json').read_text())
+    assert {'weighted_log_loss', 'prior_log_loss', 'auc_any'} <= set(m) and m['kind'] == 'sequence'
+    assert m['valid_slices'] == base_m['valid_slices']          # the base model's own validation fold
