@@ -10,33 +10,10 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 
 from .core import number_slices, check_arg, UsageError
+from .core import check_context, neighbour_positions   # in core (A1): training (08) uses them too
 
 # %% auto #0
-__all__ = ['check_context', 'neighbour_positions', 'stack_context', 'context_channel_names', 'plot_context']
-
-# %% ../nbs/12_context.ipynb #7d4bb1ba
-def check_context(k, # slices of context: an odd number, 1 (the slice alone), 3, 5, ...
-                  name:str='context', # how the setting is called where it was given (e.g. '--context')
-                 ) -> int:
-    "`k` if it is a usable context (odd, at least 1); else a one-line `UsageError`."
-    check_arg(name, k, lo=1, hint='the number of slices around each slice, an odd number: 1 (the slice alone), 3, 5, ...')
-    if int(k) != k or int(k) % 2 == 0:
-        raise UsageError(f"{name} must be odd (the slice in the middle, as many above as below), not {k!r}; use 1, 3, 5, ...")
-    return int(k)
-
-# %% ../nbs/12_context.ipynb #8634f490
-def neighbour_positions(index:pd.DataFrame, # one row per slice: `series_id`, `image_id`, `z` (`instance_number` optional)
-                        k:int=3, # slices of context (odd)
-                       ) -> np.ndarray:
-    "`(len(index), k)` positions (0-based rows of `index`) of the k slices around each slice along z; edges repeat."
-    k = check_context(k)
-    df = index.reset_index(drop=True).assign(_pos=np.arange(len(index)))
-    o = number_slices(df)
-    first = np.arange(len(o)) - o['slice_index'].to_numpy()                # where each slice's series starts
-    j = np.clip(o['slice_index'].to_numpy()[:, None] + np.arange(-(k//2), k//2 + 1), 0, o['n_slices'].to_numpy()[:, None] - 1)
-    out = np.empty((len(o), k), np.int64)
-    out[o['_pos'].to_numpy()] = o['_pos'].to_numpy()[first[:, None] + j]
-    return out
+__all__ = ['stack_context', 'context_channel_names', 'plot_context']
 
 # %% ../nbs/12_context.ipynb #4016d8b8
 def stack_context(x, # one z-ordered series: `(S, C, H, W)` array or tensor

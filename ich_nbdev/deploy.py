@@ -99,6 +99,7 @@ def _ort():
 
 class OnnxModel:
     "An ONNX file written by `export_onnx`, ready to predict on the CPU: `.ich` (its settings) and `.predict(x)`."
+    runtime = 'onnx'                              # what `is_onnx` (chapter 13) looks for
     def __init__(self, src, # the ONNX file, or its bytes
                  threads:int|None=None, # intra-op threads (default: ONNX Runtime's, one per core)
                 ):

@@ -368,9 +368,8 @@ def evaluate(model, # a learner from `load_model`, or the path of `model.pkl`
              seed:int=0, progress:bool=False,
             ) -> dict:
     "Predict on `data`, score against `labels`, write predictions, metrics, figures and the report to `out`."
-    from ich_nbdev.inference import load_model
-    from fastai.learner import Learner
-    learn = model if isinstance(model, Learner) else load_model(model)
+    from ich_nbdev.inference import as_model
+    learn = as_model(model)                   # a path, a learner or a loaded model of any kind
     lab = read_eval_labels(labels)
     thr = threshold if threshold is not None else float((learn.ich or {}).get('threshold', 0.5))
     preds, series, problems = predict_source(learn, data, window, pixel_mm, thickness, tta=tta, progress=progress)

@@ -33,7 +33,7 @@ import timm
 from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, UsageError, atomic_write,
                             write_text_atomic, write_table_atomic)
 from .data import patient_folds
-from .context import check_context, neighbour_positions
+from .core import check_context, neighbour_positions
 from .synth import synth_sample
 from .scale import (world_size, is_main, init_distributed, finish_distributed, distributed, predict_split,
                              gather_objects, settings_fingerprint, load_checkpoint, restore_learner, keep_history,
@@ -65,6 +65,7 @@ def synth_cache(size:int=128, # side of the cached slices
 # %% ../nbs/08_learner.ipynb #5018e955
 class CacheRows:
     "Rows of one split of a cache: the array, which of its rows, their labels, and which channels to use."
+    neighbours = None                              # models exported before 2.5D was added pickled no `neighbours`
     def __init__(self, arr_path, # the split's `.npy` array (opened memory-mapped, lazily, in each process)
                  rows, # array rows to use
                  y=None, # (len(rows), 6) labels, or None for unlabelled data

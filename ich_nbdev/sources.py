@@ -464,7 +464,7 @@ def predict_slices(learn, # a learner from `load_model`
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Six probabilities per usable slice (the slice table plus `SUBTYPES`) and a problem row for each slice left out."
     from ich_nbdev.inference import preprocess_args, as_model
-    model = as_model(learn)                             # any kind: single slice, 2.5D, 2.5D + sequence (chapter 14)
+    model = as_model(learn)                             # any kind: single slice, 2.5D, 2.5D + sequence (chapter 13)
     pp = preprocess_args(model)
     size, windows = pp.pop('size'), pp.pop('windows')
     x, ok, bad = [], [], []

@@ -21,9 +21,8 @@ from sklearn.metrics import roc_auc_score
 
 from .core import SUBTYPES, ABBREV, UsageError, check_arg, cli_errors, number_slices
 from .data import NoDicomError
-from .deploy import OnnxModel
 from .preprocess import preprocess_file
-from .inference import load_model, as_model, slice_input, predict_folder, preprocess_args, writable_dir, output_lock, write_together
+from .inference import load_model, as_model, is_onnx, slice_input, predict_folder, preprocess_args, writable_dir, output_lock, write_together
 from .sources import plain_rsna, model_input
 from .evaluate import source_predictions, input_warnings, model_record, record_html
 
@@ -363,7 +362,7 @@ not a diagnosis. Grad-CAM: Selvaraju et al., ICCV 2017.</footer></body></html>
 # %% ../nbs/17_triage.ipynb #a519c351
 def _model_x(learn, preds:pd.DataFrame, paths:dict, iid:str, pp:dict) -> np.ndarray:
     "The model's input for slice `iid` of the predictions: its neighbours along z too for a 2.5D model."
-    if 'kind' not in preds: return slice_input(learn, preds, iid)   # DICOM files (chapter 14)
+    if 'kind' not in preds: return slice_input(learn, preds, iid)   # DICOM files (chapter 13)
     k = as_model(learn).context
     if k == 1: return model_input(paths[iid], **pp)                # any source (chapter 15)
     ser = number_slices(preds[preds['series_id'] == paths[iid].series_id])
@@ -427,14 +426,14 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
     t0 = time.time()
     out = writable_dir(out, 'out')                       # before any work: a place that cannot be written fails at once
     runner = (load_model(model, runtime=runtime) if isinstance(model, (str, Path)) else
-              model if isinstance(model, OnnxModel) else as_model(model))   # any kind: single slice, 2.5D, 2.5D + sequence
+              model if is_onnx(model) else as_model(model))   # any kind: single slice, 2.5D, 2.5D + sequence
     plain, tables = plain_rsna(dicom_dir)               # clinical folders, NIfTI, images: one series per study (chapter 15)
     if plain: preds, problems = predict_folder(runner, dicom_dir, bs=bs, tta=tta, n_workers=n_workers, progress=progress)
     else:
-        if isinstance(runner, OnnxModel): runner = load_model(model, runtime='torch')   # chapter 15's reader feeds the learner
+        if is_onnx(runner): runner = load_model(model, runtime='torch')   # chapter 15's reader feeds the learner
         preds, problems = source_predictions(runner, dicom_dir, tables, bs=bs, tta=tta, progress=progress)
     # the heatmaps need gradients: the learner draws them (for the few slices shown) whichever runtime predicted
-    learn = runner if not isinstance(runner, OnnxModel) else load_model(model, runtime='torch') if max_studies else None
+    learn = runner if not is_onnx(runner) else load_model(model, runtime='torch') if max_studies else None
     if not len(preds):
         raise NoDicomError(f"{dicom_dir}: none of its DICOM files could be preprocessed, so there is nothing to rank; e.g. "
                            + '; '.join(f"{Path(p).name}: {r}" for p, r in problems[['path', 'reason']].head(3).itertuples(index=False)))

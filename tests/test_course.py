@@ -73,11 +73,21 @@ def _chapter_of_module():
             if m: out[m[1]] = p.stem
     return out
 
+def _deferred_with_pointer(line:str, chapter:str) -> bool:
+    "An import inside a function (indented: it runs only on that path) whose comment names the chapter that teaches it."
+    code, _, comment = line.partition('#')
+    return line[:1].isspace() and bool(re.search(rf'chapter\s+{chapter[:2]}\b|{re.escape(chapter)}', comment))
+
 def late_imports(nb:dict, stem:str, chapter_of:dict) -> list[str]:
-    "Modules `nb` imports that a later-numbered lesson teaches (appendix modules such as `core` are always allowed)."
+    """Modules `nb` imports that a later-numbered lesson teaches (appendix modules such as `core` are always allowed).
+    A deferred import (inside a function, for an optional path) may reach ahead if its comment names the chapter."""
     if not stem[:2].isdigit(): return []
-    used = set(re.findall(r'(?:from|import)\s+ich_nbdev\.(\w+)', _text(nb, 'code')))
-    return sorted(u for u in used if chapter_of.get(u, 'A')[:2].isdigit() and chapter_of[u] > stem)
+    late = set()
+    for line in _text(nb, 'code').splitlines():
+        for u in re.findall(r'(?:from|import)\s+ich_nbdev\.(\w+)', line):
+            ch = chapter_of.get(u, 'A')
+            if ch[:2].isdigit() and ch > stem and not _deferred_with_pointer(line, ch): late.add(u)
+    return sorted(late)
 
 @pytest.mark.parametrize('nb_path', [p for p in NOTEBOOKS if p.stem[:2].isdigit()], ids=lambda p: p.stem)
 def test_nothing_used_before_it_is_taught(nb_path):
@@ -89,6 +99,13 @@ def test_late_import_check_can_fail():
     assert late_imports(nb, '03_windowing', {'triage': '17_triage', 'core': 'A1_core'}) == ['triage']
     nb = {'cells': [{'cell_type': 'code', 'source': 'from ich_nbdev.core import SUBTYPES'}]}
     assert late_imports(nb, '03_windowing', {'triage': '17_triage', 'core': 'A1_core'}) == []
+    ch = {'triage': '17_triage', 'core': 'A1_core'}
+    deferred = 'def f():\n    from ich_nbdev.triage import rank_studies   # chapter 17\n'
+    assert late_imports({'cells': [{'cell_type': 'code', 'source': deferred}]}, '03_windowing', ch) == []
+    for bad in ('def f():\n    from ich_nbdev.triage import rank_studies\n',               # deferred, but no pointer
+                'from ich_nbdev.triage import rank_studies   # chapter 17\n',              # a pointer, but at the top
+                'def f():\n    from ich_nbdev.triage import rank_studies   # chapter 18\n'): # the wrong chapter
+        assert late_imports({'cells': [{'cell_type': 'code', 'source': bad}]}, '03_windowing', ch) == ['triage'], bad
 
 def test_landing_page_lists_every_notebook():
     md = _text(_nb('index'))

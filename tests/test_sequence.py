@@ -43,7 +43,7 @@ def models(data, tmp_path_factory):
     return d/'base', d/'seq'
 
 def test_neighbours_shuffled_missing_z_one_slice_two_series():
-    from ich_nbdev.context import neighbour_positions
+    from ich_nbdev.core import neighbour_positions
     idx = pd.DataFrame(dict(image_id=list('abcdefgh'), study_id=['s'] * 8,
                             series_id=['A'] * 3 + ['B'] * 3 + ['C'] + ['D'],
                             z=[2., 0., 1., np.nan, 5., np.nan, 7., 3.], instance_number=[1, 2, 3, 3, 1, 2, 1, 1]))
