@@ -241,7 +241,7 @@ def test_export_int8_with_check(work):
 def test_export_int8_without_training_cache(work, tmp_path):
     "int8 needs the training cache (calibration and the accuracy check): without it, one line, and no int8 file."
     from ich_nbdev.inference import load_model
-    learn = load_model(work/'m', cpu=True)
+    learn = load_model(work/'m', cpu=True).learn     # the fastai learner inside the loaded model
     learn.ich = dict(learn.ich, cache=str(tmp_path/'gone'))
     (work/'nocache').mkdir(exist_ok=True)
     learn.export(work/'nocache'/'model.pkl')
