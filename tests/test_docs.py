@@ -34,6 +34,7 @@ main((Path(sys.argv[1]), Path(sys.argv[2]), FilterDefaults))
 def _each_failure(root:Path, env) -> str:
     "Process the notebooks one at a time (as nbdev-proc-nbs does, without stopping at the first error) and list the failures."
     out = []
+    (root/'_each').mkdir(exist_ok=True)
     for nb in sorted((root/'nbs').glob('*.ipynb')):
         r = subprocess.run([sys.executable, '-c', _PROC_ONE, str(nb), str(root/'_each'/nb.name)], cwd=root, env=env,
                            capture_output=True, text=True, timeout=900)
