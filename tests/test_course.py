@@ -1,8 +1,9 @@
 """The course reads as a course: the opening chapter cites the thesis and says what is reproduced; the chapters edited
 for reading (00, 03, 05, 07, 09–11) and the appendix pages A3–A8 end with two or three exercises and keep their code
-cells short; no lesson uses a module before the chapter that teaches it; the landing page lists every notebook; and
+cells short; the module chapters 01, 02, 04, 06, 08, 13, 17 and 18 end with exercises too; the triage lesson shows
+its HTML report and the main job draws its data flow; no lesson uses a module before the chapter that teaches it; the landing page lists every notebook; and
 `tools/course_stats.py` measures what it says."""
-import importlib.util, json, re
+import html, importlib.util, json, re
 from pathlib import Path
 import pytest
 from conftest import NBS, NOTEBOOKS, ROOT
@@ -10,6 +11,8 @@ from conftest import NBS, NOTEBOOKS, ROOT
 # The notebooks whose reading order, exercises and cell sizes this test holds to; the other lesson notebooks are
 # checked for the order of their imports only (see `test_nothing_used_before_it_is_taught`).
 COURSE_EDITED = ['00_course', '03_windowing', '05_explore', '07_metrics', '09_resnet50', '10_mobilenetv2', '11_efficientnet_b2']
+# Module chapters that end with exercises; their exported code cells keep the length a whole function needs.
+WITH_EXERCISES = ['01_synth', '02_dicom', '04_data', '06_preprocess', '08_learner', '13_inference', '17_triage', '18_pipeline']
 APPENDIX_PAGES = sorted(p.stem for p in NBS.glob('A[3-8]_*.ipynb'))
 MAX_CELL_LINES = 30
 
@@ -25,11 +28,11 @@ def _text(nb, kind='markdown'): return '\n'.join(_src(c) for c in nb['cells'] if
 def _flat(text): return ' '.join(text.split())   # line breaks in prose do not matter
 
 def test_the_checked_notebooks_exist():
-    missing = [n for n in COURSE_EDITED if not (NBS/f'{n}.ipynb').exists()]
+    missing = [n for n in COURSE_EDITED + WITH_EXERCISES if not (NBS/f'{n}.ipynb').exists()]
     assert not missing, missing
     assert 'A3_full_scale' in APPENDIX_PAGES
 
-@pytest.mark.parametrize('name', COURSE_EDITED + APPENDIX_PAGES)
+@pytest.mark.parametrize('name', COURSE_EDITED + WITH_EXERCISES + APPENDIX_PAGES)
 def test_ends_with_exercises(name):
     nb = _nb(name)
     last = _src(nb['cells'][-1])
@@ -51,6 +54,42 @@ def test_opening_chapter_cites_the_thesis_and_says_what_is_reproduced():
     figures = [o for c in nb['cells'] for o in c.get('outputs', []) if 'image/png' in (o.get('data') or {})]
     assert len(figures) >= 2, 'the data-flow picture (and the HU scale) should be stored'
     assert 'plot_course_map' in _text(nb, 'code'), 'the data flow is drawn with matplotlib in the notebook'
+
+def _html_outputs(nb): return [''.join(o['data']['text/html']) for c in nb['cells'] for o in c.get('outputs', [])
+                                 if 'text/html' in (o.get('data') or {})]
+
+def shown_report(nb) -> str|None:
+    "The HTML page a notebook shows inside an `<iframe srcdoc=...>` in its stored outputs, unescaped; None if there is none."
+    for out in _html_outputs(nb):
+        m = re.search(r'<iframe srcdoc="([^"]*)"\s', out)      # the attribute ends at the first quote: the page must be escaped
+        if m: return html.unescape(m[1])
+
+def test_triage_lesson_shows_its_report():
+    nb = _nb('17_triage')
+    page = shown_report(nb)
+    assert page is not None, '17_triage should display its HTML report (an iframe of index.html) in a stored output'
+    assert 'Head-CT triage worklist' in page and '<table' in page, 'the frame should hold the worklist page'
+    assert len(re.findall(r'data-study="', page)) >= 2 and page.count('src="data:image/png;base64,') >= 4, \
+        'the shown report should have at least two study cards with their slices and heatmaps'
+    assert not re.search(r'/(tmp|root|work|home)/', page), 'the shown report must not show machine paths'
+    frame = next(o for o in _html_outputs(nb) if '<iframe srcdoc=' in o)
+    assert len(frame) < 300_000, f'the shown report is {len(frame)/1e3:.0f} kB; keep it small'
+
+def test_shown_report_check_can_fail():
+    page = '<html><body><table><tr data-study="A"></tr></table></body></html>'
+    good = {'cells': [{'cell_type': 'code', 'outputs': [{'data': {'text/html': f'<iframe srcdoc="{html.escape(page)}" title="r">'}}]}]}
+    test_page = shown_report(good)
+    assert test_page == page
+    raw = {'cells': [{'cell_type': 'code', 'outputs': [{'data': {'text/html': f'<iframe srcdoc="{page}" title="r">'}}]}]}
+    assert shown_report(raw) != page                          # an unescaped page is cut at its first quote
+    assert shown_report({'cells': [{'cell_type': 'markdown', 'source': 'no outputs'}]}) is None
+
+def test_main_job_draws_its_data_flow():
+    nb = _nb('18_pipeline')
+    drawn = [c for c in nb['cells'] if c['cell_type'] == 'code' and 'plot_pipeline_flow(' in _src(c)
+             and any('image/png' in (o.get('data') or {}) for o in c.get('outputs', []))]
+    assert drawn, '18_pipeline should store the picture of its stages and files (plot_pipeline_flow)'
+    assert 'DESIGN.md' not in _text(nb), 'the chapter shows its data flow instead of pointing to design files'
 
 def test_glossary_covers_the_terms_the_lessons_use():
     md = _text(_nb('00_course'))
