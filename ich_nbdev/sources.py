@@ -26,10 +26,10 @@ from .windowing import parse_windows, window
 __all__ = ['SLICE_COLUMNS', 'PROBLEM_COLUMNS', 'NIFTI_SUFFIXES', 'IMAGE_SUFFIXES', 'IGNORED_SUFFIXES', 'HU_RANGE', 'AIR_BELOW',
            'AIR_SHARE', 'DICOMDIR_CLASS', 'SERIES_COLUMNS', 'SAMPLE_FORMS', 'SourceError', 'file_kind', 'hu_problem',
            'orientation_of', 'slice_normal', 'dicomdir_files', 'dicom_rows', 'dicom_hu', 'nifti_image', 'nifti_rows',
-           'nifti_hu', 'image_grey', 'image_rows', 'read_source', 'choose_series', 'study_problems', 'selected_slices',
-           'slice_hu', 'image_head_bbox', 'slice_input', 'predict_slices', 'plain_rsna', 'model_input',
-           'write_nifti_sample', 'write_png_sample', 'write_ot_sample', 'write_clinical_sample', 'check_forms',
-           'write_forms']
+           'nifti_hu', 'image_grey', 'image_pixel_mm', 'image_rows', 'read_source', 'choose_series', 'study_problems',
+           'selected_slices', 'slice_hu', 'image_head_bbox', 'slice_input', 'predict_slices', 'plain_rsna',
+           'model_input', 'write_nifti_sample', 'write_png_sample', 'write_ot_sample', 'write_clinical_sample',
+           'check_forms', 'write_forms']
 
 # %% ../nbs/15_sources.ipynb #28a61054
 SLICE_COLUMNS = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'instance_number', 'spacing_row', 'spacing_col',
@@ -272,11 +272,21 @@ def image_grey(path) -> tuple[np.ndarray, list]:
     top = 65535. if (mode.startswith('I;16') or mode in ('I', 'I;16B') or a.max() > 255) else 255.
     return np.clip(np.asarray(a, np.float32)/np.float32(top), 0, 1), notes
 
+def image_pixel_mm(path) -> float|None:
+    "Pixel size in mm from a PNG's `pHYs` chunk (square pixels, unit metre), or None when it has none that fits a CT slice."
+    try:
+        with Image.open(path) as im: fmt, dpi = im.format, im.info.get('dpi')
+    except Exception: return None                      # unreadable: `image_grey` says why, when the pixels are read
+    if fmt != 'PNG' or not dpi or len(dpi) != 2 or abs(dpi[0] - dpi[1]) > 1e-3*max(dpi): return None
+    if any(abs(dpi[0] - d) < 0.5 for d in (72, 96)): return None          # editors' defaults, not a scanner's
+    mm = 25.4/float(dpi[0])
+    return mm if 0.1 <= mm <= 5 else None
+
 def _natural(s:str): return [int(t) if t.isdigit() else t.lower() for t in re.split(r'(\d+)', s)]
 
 def image_rows(paths:list, root, # image files and the folder they were found in
                window:str='brain', # the window the images were saved in
-               pixel_mm:float|None=None, # pixel size in mm (None: unknown, 1 mm assumed)
+               pixel_mm:float|None=None, # pixel size in mm (None: the PNG's pHYs chunk, else 1 mm assumed)
               ) -> list[dict]:
     "Slice rows of image files: study = first-level subfolder (else the file), slices ordered by name."
     parse_windows(window)                              # a bad window name is an error before any file is read
@@ -284,9 +294,10 @@ def image_rows(paths:list, root, # image files and the folder they were found in
     for p in sorted(paths, key=lambda p: _natural(str(p))):
         rel = Path(p).relative_to(root) if Path(p).is_relative_to(root) else Path(Path(p).name)
         study = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        note = '' if pixel_mm else 'image: no pixel size, 1 × 1 mm assumed'
+        mm = pixel_mm or image_pixel_mm(p)
+        note = '' if pixel_mm else f'image: pixel size {mm:g} mm from its pHYs chunk' if mm else 'image: no pixel size, 1 × 1 mm assumed'
         rows.append(dict(image_id=Path(p).stem, patient_id=study, study_id=study, series_id=study, z=float('nan'),
-                         instance_number=float('nan'), spacing_row=float(pixel_mm or 1.), spacing_col=float(pixel_mm or 1.),
+                         instance_number=float('nan'), spacing_row=float(mm or 1.), spacing_col=float(mm or 1.),
                          thickness=float('nan'), kind='image', path=str(p), frame=-1, volume_index=-1, window=window, notes=note,
                          modality='', image_type='', kernel='', description='', plane='axial', tilt=0.0))
     for s, grp in pd.DataFrame(rows).groupby('study_id', sort=False) if rows else []:
@@ -420,17 +431,18 @@ def _image_hu(row, windows):
         raise SourceError(f"the model needs the {', '.join(dict.fromkeys(other))} window(s), which images saved in the "
                           f"{name} window cannot give; only a model whose every input channel is {name} (e.g. {name} ×3) can read them")
     g, notes = image_grey(row.path)
-    return np.where(g > 0, np.float32(level - width/2) + g*np.float32(width), np.float32(AIR_HU)).astype(np.float32), notes
+    return (np.float32(level - width/2) + g*np.float32(width)).astype(np.float32), notes
 
-def image_head_bbox(hu:np.ndarray, # HU recovered from a windowed picture (black as air)
+def image_head_bbox(hu:np.ndarray, # HU recovered from a windowed picture (`_image_hu`)
                     spacing:tuple, # pixel size, mm
+                    black:float|None=None, # the HU of black, the window's bottom (None: the picture's lowest value)
                     bridge_mm:float=4.0, # gaps up to this width are closed first
                     margin_mm:float=3.0, # the box grows by this on every side
                    ) -> tuple|None:
     "`head_bbox` of a windowed picture: gaps up to `bridge_mm` closed, then `margin_mm` added on every side."
     from scipy import ndimage
     n = max(1, int(round(bridge_mm/2/min(spacing))))
-    tissue = ndimage.binary_closing(np.pad(hu > -300, n), np.ones((3, 3), bool), iterations=n)[n:-n, n:-n]
+    tissue = ndimage.binary_closing(np.pad(hu > (hu.min() if black is None else black), n), np.ones((3, 3), bool), iterations=n)[n:-n, n:-n]
     b = head_bbox(np.where(tissue, np.float32(0), np.float32(AIR_HU)), spacing)
     if b is None: return None
     mr, mc = int(round(margin_mm/spacing[0])), int(round(margin_mm/spacing[1]))
@@ -448,7 +460,8 @@ def slice_input(row, # a row of the slice table
                               "size: give it (pixel_mm / --pixel-mm)")
         hu, _ = _image_hu(row, windows)
         spacing = (float(row.spacing_row), float(row.spacing_col))
-        bbox = image_head_bbox(hu, spacing)
+        (_, level, width), = parse_windows(row.window)
+        bbox = image_head_bbox(hu, spacing, black=level - width/2)
     else:
         hu, spacing, _ = slice_hu(row)
         bbox = head_bbox(hu, spacing)
@@ -558,6 +571,7 @@ def write_png_sample(src, out, n_studies:int|None=None, # as `write_nifti_sample
                      window:str='brain', # the window the images are saved in
                      bits:int=8, # 8 or 16
                      rgb:bool=False, # three equal channels
+                     phys:bool=True, # write the pixel size in each PNG's pHYs chunk (False: pictures without one)
                     ) -> Path:
     "Each series of `src` as a folder `<out>/<study>/` of windowed PNG slices (`<image id>.png`), and `labels.csv`."
     (name, level, width), = parse_windows(window)
@@ -565,13 +579,14 @@ def write_png_sample(src, out, n_studies:int|None=None, # as `write_nifti_sample
     if bits == 16 and rgb: raise ValueError("PNG has no 16-bit RGB that Pillow writes: use bits=8 with rgb, or bits=16 grey")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     tabs = []
-    for study, grp, hu, _ in _series_volumes(src, n_studies):
+    for study, grp, hu, (sr, sc) in _series_volumes(src, n_studies):
         d = out/str(study); d.mkdir(exist_ok=True)
+        kw = dict(dpi=(25.4/sc, 25.4/sr)) if phys else {}     # Pillow writes dots per inch as pHYs pixels per metre
         top = 65535 if bits == 16 else 255
         for r, h in zip(grp.itertuples(index=False), hu):
             g = np.round(np.clip((h - (level - width/2))/width, 0, 1)*top).astype(np.uint16 if bits == 16 else np.uint8)
             im = Image.fromarray(np.stack([g]*3, -1) if rgb else g)
-            im.save(d/f'{r.image_id}.png')
+            im.save(d/f'{r.image_id}.png', **kw)
         tabs.append(_labels_of(src, grp, grp.image_id.tolist()))
     pd.concat(tabs).rename_axis('image_id').reset_index().to_csv(out/'labels.csv', index=False)
     _mark_synthetic(out, f'png ({name} window)')
