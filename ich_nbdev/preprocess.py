@@ -464,7 +464,8 @@ def _check_out(out:Path, splits:dict):
             raise CacheError(f"{show_path(out)}: inside the data folder {show_path(folder)}, where the next run would read "
                              "the cache as data; choose a folder outside it")
     if (out.is_dir() and not (out/'cache.json').exists()
-            and any(p.name not in ('.lock', '.build') for p in out.iterdir())):
+            and any(p.name not in ('.lock', '.build') and not (p.name.startswith('.') and p.name.endswith('.part'))
+                    for p in out.iterdir())):   # another builder's lock, journal or half-written cache.json: not foreign
         raise CacheError(f"{show_path(out)}: exists and is not a cache (no cache.json); refusing to write into it")
 
 def _finished(out:Path, settings:dict, files:dict, data_dir, progress:bool) -> dict|None:

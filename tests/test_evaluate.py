@@ -40,7 +40,8 @@ def work(tmp_path_factory, model, synth_dir):
 def test_evaluate_cli_clinical(work):
     "Relative paths, another working folder, no terminal; one study has no axial series: reported, the rest scored."
     r = run('ich-evaluate', 'm', 'clin', '--labels', 'clin/labels.csv', '--out', 'ev', '--n-boot', 100, cwd=work)
-    assert 'trained on: not recorded' in r.stdout and 'AUC any' in r.stdout
+    # the demo model records what it was trained on (synthetic data); one cached before that was recorded says so
+    assert ('trained on: synthetic data' in r.stdout or 'trained on: not recorded' in r.stdout) and 'AUC any' in r.stdout, r.stdout
     m = json.loads((work/'ev'/'metrics.json').read_text())
     assert m['slices'] == 72 and m['studies'] == 3
     pr = pd.read_csv(work/'ev'/'problems.csv')

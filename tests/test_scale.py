@@ -170,7 +170,7 @@ def test_checkpoint_refused(work):
     assert 'checkpoint.pth in ck is not a readable checkpoint' in line
     settings = dict(arch='resnet10t', windows=None, size=None, epochs=5, bs=8, lr=3e-3, loss='bce', opt='radam', head='fastai',
                     balanced=False, valid_fold=0, n_folds=4, seed=42, prior_bias=None, zero_init=None, wd=None, drop_path=0.,
-                    accum=1, max_steps=None)
+                    accum=1, max_steps=None, context=1)
     torch.save(dict(format=1, settings=settings_fingerprint(work/'cache', **settings), epoch=1), ck/'checkpoint.pth')
     line = one_line_error(run(work, ICH_TRAIN, 'cache', *SMALL, '--resume', '--out', 'ck'))
     assert line.startswith("ich-train: the checkpoint in ck was written for other settings: arch 'resnet10t' (now 'mobilenetv2_050'). "
