@@ -136,8 +136,10 @@ class SeriesDL(DataLoader):
 
 class MaskedBCE(nn.Module):
     "Weighted BCE on logits over the real slices of padded series (`any` weighted as in the challenge metric)."
-    def __init__(self, weights=CLASS_WEIGHTS):
-        super().__init__(); self.register_buffer('w', torch.as_tensor(np.asarray(weights, np.float32)))
+    def __init__(self, weights=None, # one weight per column of `SUBTYPES`; None: `CLASS_WEIGHTS` (`any` counts twice)
+                ):
+        super().__init__()
+        self.register_buffer('w', torch.as_tensor(np.asarray(CLASS_WEIGHTS if weights is None else weights, np.float32)))
     def forward(self, pred, y, mask):
         l = F.binary_cross_entropy_with_logits(pred.float(), y.float(), reduction='none')
         per = (l * self.w.to(l.device)).sum(-1) / self.w.sum()
