@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['SUBTYPES', 'ABBREV', 'cache_root', 'number_slices', 'safe_text', 'show_path', 'path_problem', 'atomic_write',
-           'write_bytes_atomic', 'write_text_atomic', 'write_table_atomic', 'in_notebook', 'show_progress',
-           'progress_iter', 'parallel_progress', 'UsageError', 'check_arg', 'error_line', 'cli_errors', 'check_context',
-           'neighbour_positions']
+__all__ = ['SUBTYPES', 'ABBREV', 'PART', 'cache_root', 'number_slices', 'safe_text', 'show_path', 'path_problem', 'is_partial',
+           'atomic_write', 'write_bytes_atomic', 'write_text_atomic', 'write_table_atomic', 'in_notebook',
+           'small_figures', 'show_progress', 'progress_iter', 'parallel_progress', 'UsageError', 'check_arg',
+           'error_line', 'cli_errors', 'check_context', 'neighbour_positions']
 
 # %% ../nbs/A1_core.ipynb #90ecd3c2
 SUBTYPES = ['epidural', 'intraparenchymal', 'intraventricular', 'subarachnoid', 'subdural', 'any']
@@ -88,6 +88,13 @@ def _fsync_dir(d):
         finally: os.close(fd)
     except OSError: pass
 
+PART = '.part'                   # the ending of `atomic_write`'s temporary files (their names also start with a dot)
+
+def is_partial(path) -> bool:
+    "Is `path` one of `atomic_write`'s temporary files (another process's write still in progress, or one it left)?"
+    name = Path(path).name
+    return name.startswith('.') and name.endswith(PART)
+
 @contextlib.contextmanager
 def atomic_write(path, # the file to write (its folder is created when missing)
                  sync:bool=True, # flush the data to disk before the rename
@@ -95,7 +102,7 @@ def atomic_write(path, # the file to write (its folder is created when missing)
     "Context manager: yields a unique temporary path beside `path`, which replaces `path` when the block succeeds."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.part')
+    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}{PART}')
     try:
         yield tmp
         if sync:
@@ -146,6 +153,15 @@ def in_notebook() -> bool:
     except ImportError: return False
     ip = get_ipython()
     return ip is not None and type(ip).__name__ == 'ZMQInteractiveShell'
+
+def small_figures(dpi:int=72):
+    "Figures at `dpi`, and plain PNG (not retina) in a notebook: small saved notebooks and docs pages."
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({'figure.dpi': dpi, 'savefig.dpi': dpi})
+    try: from IPython import get_ipython
+    except ImportError: return
+    if get_ipython():
+        from matplotlib_inline.backend_inline import set_matplotlib_formats; set_matplotlib_formats('png')
 
 def show_progress() -> bool:
     "Live progress bars here? True on a terminal or in a notebook; `ICH_PROGRESS=bars|lines` overrides."

@@ -16,7 +16,7 @@ from fastcore.script import call_parse
 
 import ich_nbdev
 from .core import (SUBTYPES, number_slices, show_path, atomic_write, write_text_atomic, write_table_atomic,
-                            parallel_progress, cli_errors, check_arg, UsageError)
+                            parallel_progress, cli_errors, check_arg, UsageError, is_partial)
 from .data import find_rsna, read_labels, dicom_files, read_dicom_header
 from .dicom import DicomError, load_hu, pxrepr_fix_applies, stored_to_hu
 from .windowing import parse_windows, stack_windows
@@ -464,8 +464,8 @@ def _check_out(out:Path, splits:dict):
             raise CacheError(f"{show_path(out)}: inside the data folder {show_path(folder)}, where the next run would read "
                              "the cache as data; choose a folder outside it")
     if (out.is_dir() and not (out/'cache.json').exists()
-            and any(p.name not in ('.lock', '.build') and not (p.name.startswith('.') and p.name.endswith('.part'))
-                    for p in out.iterdir())):   # another builder's lock, journal or half-written cache.json: not foreign
+            and any(p.name not in ('.lock', '.build') and not is_partial(p)   # another builder's lock, journal or
+                    for p in out.iterdir())):                                   # half-written cache.json: not foreign
         raise CacheError(f"{show_path(out)}: exists and is not a cache (no cache.json); refusing to write into it")
 
 def _finished(out:Path, settings:dict, files:dict, data_dir, progress:bool) -> dict|None:
