@@ -19,7 +19,7 @@ from fastcore.script import call_parse
 from fastai.torch_core import TensorImage
 from sklearn.metrics import roc_auc_score
 
-from .core import SUBTYPES, ABBREV, UsageError, check_arg, cli_errors, number_slices
+from .core import SUBTYPES, ABBREV, UsageError, check_arg, cli_errors, neighbour_positions
 from .data import NoDicomError
 from .preprocess import preprocess_file
 from .inference import load_model, as_model, is_onnx, slice_input, predict_folder, preprocess_args, writable_dir, output_lock, write_together
@@ -365,9 +365,9 @@ def _model_x(learn, preds:pd.DataFrame, paths:dict, iid:str, pp:dict) -> np.ndar
     if 'kind' not in preds: return slice_input(learn, preds, iid)   # DICOM files (chapter 13)
     k = as_model(learn).context
     if k == 1: return model_input(paths[iid], **pp)                # any source (chapter 15)
-    ser = number_slices(preds[preds['series_id'] == paths[iid].series_id])
+    ser = preds[preds['series_id'] == paths[iid].series_id].reset_index(drop=True)
     j = int(np.flatnonzero(ser['image_id'].to_numpy() == iid)[0])
-    return np.concatenate([model_input(ser.iloc[i], **pp) for i in np.clip(j + np.arange(-(k//2), k//2 + 1), 0, len(ser) - 1)])
+    return np.concatenate([model_input(ser.iloc[i], **pp) for i in neighbour_positions(ser, k)[j]])   # along z, edges repeated
 
 def _score_rule(how, k): return 'the highest P(any) of any slice' if how == 'max' else f'the mean P(any) of the {k} highest slices'
 
