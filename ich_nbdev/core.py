@@ -158,10 +158,11 @@ def small_figures(dpi:int=72):
     "Figures at `dpi`, and plain PNG (not retina) in a notebook: small saved notebooks and docs pages."
     import matplotlib.pyplot as plt
     plt.rcParams.update({'figure.dpi': dpi, 'savefig.dpi': dpi})
-    try: from IPython import get_ipython
+    try: # both come with a Jupyter kernel; a plain Python has neither and needs neither
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
     except ImportError: return
-    if get_ipython():
-        from matplotlib_inline.backend_inline import set_matplotlib_formats; set_matplotlib_formats('png')
+    if get_ipython(): set_matplotlib_formats('png')
 
 def show_progress() -> bool:
     "Live progress bars here? True on a terminal or in a notebook; `ICH_PROGRESS=bars|lines` overrides."
