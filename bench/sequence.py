@@ -11,12 +11,13 @@ the synthetic sample's three windows at --size px, and a `SeqNet` of --kind over
   sequence   `SeqNet.predict_series` over the study's series of embeddings
 Each figure is the median of --warm runs after one warm-up run. On a GPU every run ends with a synchronisation.
 
-    python bench/sequence.py --compare [--seeds 42,0,1] [--studies 200] [--slices 12] [--epochs 6] [--train-size 64] [--seq-epochs 15]
+    python bench/sequence.py --compare [--seeds 42,0,1] [--studies 200] [--slices 12] [--epochs 12] [--train-size 64] [--bs 16] [--lr 3e-3]
+                             [--seq-epochs 15]
 
 The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache), for
 each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained at
---train-size px with the
-same recipe and epochs, then the sequence stage (--kind) on the 2.5D model with and without the remedy against
+--train-size px with the same recipe and epochs (by default ich-demo's: 12 epochs, batch 16, lr 3e-3, weight decay 0.05,
+prior bias, zero-init), then the sequence stage (--kind) on the 2.5D model with and without the remedy against
 over-confident embeddings; the weighted log loss and AUC(any) on the validation fold (held-out patients), and the
 seconds each stage took. One line per run, then a table.
 """
@@ -32,9 +33,10 @@ def main():
     ap.add_argument('--kind', default='gru'); ap.add_argument('--hidden', type=int, default=64)
     ap.add_argument('--warm', type=int, default=5); ap.add_argument('--threads', type=int, default=None)
     ap.add_argument('--compare', action='store_true'); ap.add_argument('--seeds', default='42,0,1')
-    ap.add_argument('--studies', type=int, default=200); ap.add_argument('--epochs', type=int, default=6)
+    ap.add_argument('--studies', type=int, default=200); ap.add_argument('--epochs', type=int, default=12)
     ap.add_argument('--seq-epochs', type=int, default=15); ap.add_argument('--out', default=None)
     ap.add_argument('--train-size', type=int, default=64)
+    ap.add_argument('--bs', type=int, default=16); ap.add_argument('--lr', type=float, default=3e-3)
     a = ap.parse_args()
     if a.compare: return compare(a)
     if a.size < 32: fail(f"size must be at least 32, not {a.size}")
@@ -92,7 +94,7 @@ def compare(a):
     cache = synth_cache(size=64, data_dir=data)
     rows = []
     for seed in seeds:
-        recipe = dict(arch='resnet10t', epochs=a.epochs, bs=32, size=a.train_size, seed=seed)     # as in nbs/12_context.ipynb
+        recipe = dict(arch='resnet10t', epochs=a.epochs, bs=a.bs, lr=a.lr, size=a.train_size, seed=seed)   # ich-demo's recipe by default
         for name, k in (('single slice', 1), (f'2.5D (K={a.context})', a.context)):
             t = time.time()
             m = cached_model(f'ctx-course-k{k}', cache, **recipe, **({} if k == 1 else dict(context=k)))   # reused when trained
