@@ -62,6 +62,7 @@ def _check_decoder(ds, path):
     except NotImplementedError: ok = False
     if not ok: raise DicomError(path, missing_decoder_reason(ts))
 
+# %% ../nbs/02_dicom.ipynb #afdc4a6b
 def _check_ct(ds, path, pixels, modalities):
     if len(ds) == 0: raise DicomError(path, "no data elements could be read (truncated or corrupt file)")
     missing = [k for k in ('Rows', 'Columns', 'BitsAllocated') if ds.get(k) is None]
@@ -87,6 +88,7 @@ def _check_ct(ds, path, pixels, modalities):
         raise DicomError(path, f"truncated: pixel data has {have} bytes, needs {need} "
                                f"(Rows×Columns×BitsAllocated/8 = {ds.Rows}×{ds.Columns}×{ds.BitsAllocated}/8)")
 
+# %% ../nbs/02_dicom.ipynb #75a411c8
 def read_dicom(path, # a DICOM file
                pixels:bool=True, # read (and check) the pixel data too; False reads the header only
                modalities:tuple|None=('CT',), # accepted values of Modality; None accepts any
@@ -145,6 +147,7 @@ def needs_pxrepr_fix(ds:pydicom.Dataset) -> bool:
     return pxrepr_fix_applies(ds.get('BitsStored'), ds.get('PixelRepresentation'), _tag_float(ds, 'RescaleIntercept'),
                               slope or 1.0)           # a missing (or zero) slope is taken as 1, as in the rescale
 
+# %% ../nbs/02_dicom.ipynb #79c27f3e
 def stored_to_hu(px:np.ndarray, # stored integer values
                  slope:float, intercept:float, # the rescale
                  fix:bool=False, # apply the RSNA 12-bit repair first (the intercept becomes −1000)
@@ -156,6 +159,7 @@ def stored_to_hu(px:np.ndarray, # stored integer values
     if intercept: hu += np.float32(intercept)
     return hu, intercept
 
+# %% ../nbs/02_dicom.ipynb #03ec3a27
 def _hu(ds, fix_pxrepr=True):
     "HU image, fixes applied, warnings; shared by `hu_from_dicom` and `load_hu`."
     notes, fixes = [], []
