@@ -63,10 +63,9 @@ def show_ids(ids, n:int=8) -> str:
     ids = list(ids)
     return ', '.join(map(str, ids[:n])) + (f' … ({len(ids)} in all)' if len(ids) > n else '')
 
-def labels_long_to_wide(long:pd.DataFrame, # Kaggle format: columns `ID` (`ID_<image>_<subtype>`) and `Label`
-                        source:str='labels', # name used in error messages
-                       ) -> pd.DataFrame:
-    "One row per image (index `image_id`), one int8 column per subtype, from Kaggle's long format."
+# %% ../nbs/04_data.ipynb #13bc8fe7
+def _parse_long(long:pd.DataFrame, source:str):
+    "The checked long table (with `image_id` and `subtype` columns) and the number of exact duplicate rows dropped."
     missing_cols = {'ID', 'Label'} - set(long.columns)
     if missing_cols: raise LabelError(f"{source}: missing column(s) {sorted(missing_cols)}; expected 'ID,Label'")
     df = long[['ID', 'Label']].copy()
@@ -87,6 +86,11 @@ def labels_long_to_wide(long:pd.DataFrame, # Kaggle format: columns `ID` (`ID_<i
     df['Label'] = lab.astype('int8')
     conflict = df.duplicated('ID', keep=False)
     if conflict.any(): raise LabelError(f"{source}: duplicate rows disagree for {show_ids(df['ID'][conflict].unique())}")
+    return df, n_dupes
+
+# %% ../nbs/04_data.ipynb #56e250b2
+def _pivot_wide(df:pd.DataFrame, source:str) -> pd.DataFrame:
+    "One int8 row per image in `SUBTYPES` order from checked long rows; `LabelError` naming images that lack a subtype."
     wide = df.pivot(index='image_id', columns='subtype', values='Label')
     wide = wide.reindex(columns=SUBTYPES)
     incomplete = wide.isna().any(axis=1)
@@ -95,9 +99,18 @@ def labels_long_to_wide(long:pd.DataFrame, # Kaggle format: columns `ID` (`ID_<i
         raise LabelError(f"{source}: {incomplete.sum()} image(s) lack a subtype: {show_ids(desc)}")
     wide = wide.astype('int8')
     wide.columns.name = None
+    return wide
+
+def labels_long_to_wide(long:pd.DataFrame, # Kaggle format: columns `ID` (`ID_<image>_<subtype>`) and `Label`
+                        source:str='labels', # name used in error messages
+                       ) -> pd.DataFrame:
+    "One row per image (index `image_id`), one int8 column per subtype, from Kaggle's long format."
+    df, n_dupes = _parse_long(long, source)
+    wide = _pivot_wide(df, source)
     wide.attrs['dropped_duplicates'] = int(n_dupes)
     return wide
 
+# %% ../nbs/04_data.ipynb #1663fc37
 def read_labels(src, # path to a Kaggle-format CSV (`stage_2_train.csv`), an RSNA folder, or a long DataFrame
                ) -> pd.DataFrame:
     "Read and check RSNA labels; one row per image, six int8 columns in `SUBTYPES` order."
@@ -138,8 +151,9 @@ _PIXEL_DATA = 0x7FE00010
 
 class _Fallback(Exception): pass
 
-def _parse_header(buf:bytes):
-    "Wanted tags (raw bytes), transfer syntax and pixel-data offset from the start of a DICOM file, or `_Fallback`."
+# %% ../nbs/04_data.ipynb #0e48999f
+def _read_meta_group(buf:bytes):
+    "Transfer syntax (None when not given) and the position after the file meta group; `DicomHeaderError` without 'DICM'."
     if len(buf) < 132 or buf[128:132] != b'DICM': raise DicomHeaderError("not a DICOM file (no 'DICM' marker at byte 128)")
     pos, ts, n = 132, None, len(buf)
     while pos + 8 <= n:                                   # file meta group: always explicit VR little endian
@@ -149,20 +163,30 @@ def _parse_header(buf:bytes):
         ln, hdr = (struct.unpack_from('<I', buf, pos+8)[0], 12) if vr in _LONG_VRS else (struct.unpack_from('<H', buf, pos+6)[0], 8)
         if el == 0x10: ts = buf[pos+hdr:pos+hdr+ln].rstrip(b'\0 ').decode('ascii', 'replace')
         pos += hdr + ln
+    return ts, pos
+
+def _value_length(buf:bytes, pos:int, explicit:bool):
+    "Value length and header length of the data element at `pos`; `_Fallback` when the buffer ends first."
+    if explicit:
+        vr = buf[pos+4:pos+6]
+        if vr in _LONG_VRS:
+            if pos + 12 > len(buf): raise _Fallback()
+            return struct.unpack_from('<I', buf, pos+8)[0], 12
+        return struct.unpack_from('<H', buf, pos+6)[0], 8
+    return struct.unpack_from('<I', buf, pos+4)[0], 8
+
+# %% ../nbs/04_data.ipynb #db71728e
+def _parse_header(buf:bytes):
+    "Wanted tags (raw bytes), transfer syntax and pixel-data offset from the start of a DICOM file, or `_Fallback`."
+    ts, pos = _read_meta_group(buf)
     if ts is None or ts in ('1.2.840.10008.1.2.2', '1.2.840.10008.1.2.1.99'): raise _Fallback()
-    explicit, raw = ts != _IMPLICIT, {}
+    explicit, raw, n = ts != _IMPLICIT, {}, len(buf)
     while True:
         if pos + 8 > n: raise _Fallback()                   # header longer than the buffer
         grp, el = struct.unpack_from('<HH', buf, pos)
         tag = grp << 16 | el
         if tag >= _PIXEL_DATA: break
-        if explicit:
-            vr = buf[pos+4:pos+6]
-            if vr in _LONG_VRS:
-                if pos + 12 > n: raise _Fallback()
-                ln, hdr = struct.unpack_from('<I', buf, pos+8)[0], 12
-            else: ln, hdr = struct.unpack_from('<H', buf, pos+6)[0], 8
-        else: ln, hdr = struct.unpack_from('<I', buf, pos+4)[0], 8
+        ln, hdr = _value_length(buf, pos, explicit)
         if ln == 0xFFFFFFFF: raise _Fallback()              # undefined-length sequence: let pydicom walk it
         if tag in _HDR_TAGS:
             if pos + hdr + ln > n: raise _Fallback()
@@ -190,6 +214,7 @@ def _numbers(v, n):
     out = [first_number(x) for x in list(v)[:n]]
     return out + [np.nan]*(n - len(out))
 
+# %% ../nbs/04_data.ipynb #71a55eaf
 def _header_fields(get, path, ts, pixel_offset, file_size) -> dict:
     "Plain metadata row from a tag getter; raise `DicomHeaderError` for a file we cannot use."
     image_id = get('SOPInstanceUID')
@@ -211,6 +236,7 @@ def _header_fields(get, path, ts, pixel_offset, file_size) -> dict:
                 window_width=num('WindowWidth'), rows=rows, columns=cols,
                 photometric=get('PhotometricInterpretation'), transfer_syntax=ts, path=str(path))
 
+# %% ../nbs/04_data.ipynb #e05f495a
 def _header_pydicom(path) -> dict:
     "The same row through pydicom (slower; handles every encoding pydicom does)."
     with warnings.catch_warnings(), _dcm_config.disable_value_validation():
@@ -229,6 +255,7 @@ def _header_pydicom(path) -> dict:
             return int(v) if k in _US_TAGS else str(v) if k in _STR_TAGS else v
         return _header_fields(get, path, ts, offset if has_px else None, size)
 
+# %% ../nbs/04_data.ipynb #af346ab5
 def read_dicom_header(path, # a DICOM file
                       force_pydicom:bool=False, # skip the fast parser (for comparison)
                      ) -> dict:
@@ -278,6 +305,7 @@ def dicom_files(folder, # searched recursively, following links to folders once;
             else: out.append(Path(e.path))               # files, links to files, broken links, pipes
     return sorted(out)
 
+# %% ../nbs/04_data.ipynb #09a50533
 def _header_or_problem(path):
     try: return read_dicom_header(path)
     except (DicomHeaderError, OSError) as e: reason = str(e) if isinstance(e, DicomHeaderError) else (e.strerror or str(e))
@@ -290,6 +318,28 @@ META_COLUMNS = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'instanc
                 'pixel_spacing_col', 'slope', 'intercept', 'bits_allocated', 'bits_stored', 'pixel_representation',
                 'window_center', 'window_width', 'rows', 'columns', 'modality', 'photometric', 'transfer_syntax', 'path']
 
+# %% ../nbs/04_data.ipynb #5f1e542d
+def _read_headers(files, n_workers, progress, chunk):
+    "Rows (metadata or path and reason) for `files`, read in chunks by `n_workers` processes (0 or 1: in this one)."
+    n_workers = os.cpu_count() if n_workers is None else n_workers
+    chunks = [files[i:i+chunk] for i in range(0, len(files), chunk)]
+    if n_workers > 1 and len(chunks) > 1:
+        res = parallel_progress(_read_chunk, chunks, 'header chunks', progress, n_workers=min(n_workers, len(chunks)),
+                                total=len(chunks))
+    else: res = [_read_chunk(c) for c in progress_iter(chunks, 'header chunks', progress=progress and len(chunks) > 1)]
+    return [dict(r, path=show_path(r['path'])) for rs in res for r in rs]   # tables hold names that can be written
+
+def _drop_duplicate_ids(meta:pd.DataFrame, problems:pd.DataFrame):
+    "`meta` with the first file of each image ID, and `problems` with the later ones added."
+    dup = meta.duplicated('image_id', keep='first')
+    if dup.any():
+        first = meta[~dup].set_index('image_id')['path']
+        problems = pd.concat([problems, pd.DataFrame({'path': meta.path[dup],
+            'reason': [f"duplicate SOPInstanceUID {i}, also in {first[i]}" for i in meta.image_id[dup]]})], ignore_index=True)
+        meta = meta[~dup]
+    return meta, problems
+
+# %% ../nbs/04_data.ipynb #fb8a6e6c
 def dicom_meta(src, # a folder (searched recursively) or a list of files
                n_workers:int|None=None, # processes; default: all cores (0: read in this process)
                progress:bool=True, # show progress (a live bar on a terminal, one line in a log)
@@ -300,25 +350,13 @@ def dicom_meta(src, # a folder (searched recursively) or a list of files
     files = dicom_files(src) if isinstance(src, (str, Path)) else [Path(p) for p in src]
     where = show_path(where if where is not None else src if isinstance(src, (str, Path)) else 'the given list')
     if not files: raise NoDicomError(f"{where}: no files, so no DICOM files to read")
-    n_workers = os.cpu_count() if n_workers is None else n_workers
-    chunks = [files[i:i+chunk] for i in range(0, len(files), chunk)]
-    if n_workers > 1 and len(chunks) > 1:
-        res = parallel_progress(_read_chunk, chunks, 'header chunks', progress, n_workers=min(n_workers, len(chunks)),
-                                total=len(chunks))
-    else: res = [_read_chunk(c) for c in progress_iter(chunks, 'header chunks', progress=progress and len(chunks) > 1)]
-    rows = [dict(r, path=show_path(r['path'])) for rs in res for r in rs]   # tables hold names that can be written
+    rows = _read_headers(files, n_workers, progress, chunk)
     good = [r for r in rows if 'reason' not in r]
     problems = pd.DataFrame([r for r in rows if 'reason' in r], columns=['path', 'reason'])
     if not good:
         raise NoDicomError(f"{where}: none of its {len(files)} file(s) is a usable DICOM; e.g. "
                            + '; '.join(f"{Path(p).name}: {r}" for p, r in problems.head(3).itertuples(index=False)))
-    meta = pd.DataFrame(good)
-    dup = meta.duplicated('image_id', keep='first')
-    if dup.any():
-        first = meta[~dup].set_index('image_id')['path']
-        problems = pd.concat([problems, pd.DataFrame({'path': meta.path[dup],
-            'reason': [f"duplicate SOPInstanceUID {i}, also in {first[i]}" for i in meta.image_id[dup]]})], ignore_index=True)
-        meta = meta[~dup]
+    meta, problems = _drop_duplicate_ids(pd.DataFrame(good), problems)
     return number_slices(meta)[META_COLUMNS], problems.reset_index(drop=True)
 
 # %% ../nbs/04_data.ipynb #cd86ddfb
@@ -357,6 +395,7 @@ def _meta_summary(meta, problems, secs, out, pout, max_problems=20):
     for p, r in problems.head(max_problems).itertuples(index=False): yield f"  {p}: {r}"
     if len(problems) > max_problems: yield f"  ... and {len(problems) - max_problems} more"
 
+# %% ../nbs/04_data.ipynb #a5747cf1
 @call_parse
 def ich_meta(dicom_dir:str, # folder of DICOM files, searched recursively
              out:str='metadata.csv', # output table: .csv or .parquet (problems go beside it, in NAME_problems.csv)
