@@ -52,6 +52,7 @@ def random_head(rng:np.random.Generator, # random generator; the same state give
         sulcus_bend=rng.normal(0, 0.25, 3), fissure_wave=rng.uniform(0, 2*np.pi),
         choroid_calc=bool(rng.random() < 0.6), calc_hu=rng.uniform(150, 350))
 
+# %% ../nbs/01_synth.ipynb #476e56a7
 def random_scan(rng:np.random.Generator, # random generator of the study
                 size:int, # image rows and columns
                 n_slices:int, # slices in the series
@@ -98,12 +99,9 @@ def _head_profile(h):
     s = np.clip(np.where(h < 0, 0.88 + 1.2*h, s), 0, None)
     return s.astype(np.float32), np.where(h >= hm, 1/np.maximum(top, 0.3), 1.).astype(np.float32)
 
-def head_layers(head:dict, # the patient, from `random_head`
-                scan:dict, # the study, from `random_scan`
-                n_slices:int, size:int, # series shape
-                scalp_bleed:dict|None=None, # optional scalp hematoma: angle, half_arc, thickness (mm), kc, span (slices)
-               ) -> SimpleNamespace:
-    "Grid, head frame and the outer layers (scalp, skull, intracranial space) of every slice."
+# %% ../nbs/01_synth.ipynb #0361e36f
+def _head_frame(head:dict, scan:dict, n_slices:int, size:int) -> SimpleNamespace:
+    "Slice grid (mm) in the scanner's frame and the head's own frame: x', y' and polar r, θ around the head's centre."
     S, n, sp = n_slices, size, scan['spacing']
     g = SimpleNamespace(S=S, n=n, sp=sp, dz=scan['dz'], h=scan['h'].astype(np.float32), k=np.arange(S))
     g.kk, g.h3 = g.k[:, None, None], g.h[:, None, None]
@@ -114,10 +112,25 @@ def head_layers(head:dict, # the patient, from `random_head`
     g.xp = np.float32(np.cos(a))*(g.X - cx) + np.float32(np.sin(a))*(g.Y - cy)     # head frame: x' left, y' back
     g.yp = -np.float32(np.sin(a))*(g.X - cx) + np.float32(np.cos(a))*(g.Y - cy)
     g.r, g.th = np.hypot(g.xp, g.yp), np.arctan2(g.yp, g.xp)
-    A, B, th = head['A'], head['B'], g.th
+    return g
+
+def _outline(head:dict, th:np.ndarray) -> np.ndarray:
+    "Radius (mm) of the skin along each direction `th` at full size: an egg-shaped ellipse with a random wobble."
+    A, B = head['A'], head['B']
     kw = np.arange(2, 6)[:, None, None]
     R0 = A*B/np.sqrt((B*np.cos(th))**2 + (A*np.sin(th))**2)
-    R0 = R0*(1 + head['egg']*np.sin(th) + (head['shape_amp'][:, None, None]*np.cos(kw*th + head['shape_phase'][:, None, None])).sum(0))
+    return R0*(1 + head['egg']*np.sin(th) + (head['shape_amp'][:, None, None]*np.cos(kw*th + head['shape_phase'][:, None, None])).sum(0))
+
+# %% ../nbs/01_synth.ipynb #0ea4e576
+def head_layers(head:dict, # the patient, from `random_head`
+                scan:dict, # the study, from `random_scan`
+                n_slices:int, size:int, # series shape
+                scalp_bleed:dict|None=None, # optional scalp hematoma: angle, half_arc, thickness (mm), kc, span (slices)
+               ) -> SimpleNamespace:
+    "Grid, head frame and the outer layers (scalp, skull, intracranial space) of every slice."
+    g = _head_frame(head, scan, n_slices, size)
+    S, n, A, B, th = g.S, g.n, head['A'], head['B'], g.th
+    R0 = _outline(head, th)
     s_k, ob_k = _head_profile(g.h)
     g.s_k, g.ob_k, s3, ob3 = s_k, ob_k, s_k[:, None, None], ob_k[:, None, None]
     g.bump = np.zeros((S, n, n), np.float32)
@@ -156,6 +169,29 @@ def _keep_visible(m, min_px, clear=None):
     m[~keep] = False
     return keep
 
+# %% ../nbs/01_synth.ipynb #4e8fcd73
+def _draw_collection(rng, sub, i, side_edh, lesions, h, sp, lesion_scale):
+    "Side, half arc (mm), thickest point (mm), slice span, allowed slices and angular spread of one epidural or subdural."
+    if sub == 'epidural':
+        side = int(rng.choice([-1, 1]))
+        hw, tmax = rng.uniform(18, 40)*lesion_scale, max((3.5 + 8.5*rng.random()**1.5)*lesion_scale, 3*sp)
+        span, ok, spread = int(rng.integers(3, 8)), (h > 0.15) & (h < 0.8), 0.8
+    else:
+        side = -side_edh if side_edh is not None else (int(rng.choice([-1, 1])) if i == 0 else -lesions[-1]['side'])
+        hw, tmax = min(rng.uniform(35, 100)*lesion_scale, 150), max((2.5 + 8*rng.random()**2)*lesion_scale, 2.2*sp)
+        span, ok, spread = int(rng.integers(5, 9)), (h > 0.12) & (h < 0.85), 1.1
+    return side, hw, tmax, span, ok, spread
+
+def _extra_axial_masks(g, T, min_px):
+    "Epidural and subdural masks from the thickness fields `T`; a dropped cross-section's thickness is set to 0 in `T`."
+    clear = ~ndimage.binary_dilation(g.bone, np.ones((1, 3, 3), bool))      # beyond the bone's partial volume
+    edh = g.intra & (g.e < T['epidural'])
+    T['epidural'][~_keep_visible(edh, min_px, clear)] = 0
+    sdh = g.intra & (g.e >= T['epidural']) & (g.e < T['epidural'] + T['subdural'])
+    T['subdural'][~_keep_visible(sdh, min_px, clear)] = 0
+    return edh, sdh
+
+# %% ../nbs/01_synth.ipynb #992c9b7c
 def extra_axial_bleeds(g:SimpleNamespace, # from `head_layers`
                        rng:np.random.Generator, bleeds:list, # the subtypes this study has
                        lesion_scale:float=1., contrast:float=1., min_px:int=4):
@@ -166,14 +202,8 @@ def extra_axial_bleeds(g:SimpleNamespace, # from `head_layers`
     for sub in ('epidural', 'subdural'):
         if sub not in bleeds: continue
         for i in range(1 + int(sub == 'subdural' and rng.random() < 0.15)):
-            if sub == 'epidural':
-                side = int(rng.choice([-1, 1])); side_edh = side
-                hw, tmax = rng.uniform(18, 40)*lesion_scale, max((3.5 + 8.5*rng.random()**1.5)*lesion_scale, 3*sp)
-                span, ok, spread = int(rng.integers(3, 8)), (h > 0.15) & (h < 0.8), 0.8
-            else:
-                side = -side_edh if side_edh is not None else (int(rng.choice([-1, 1])) if i == 0 else -lesions[-1]['side'])
-                hw, tmax = min(rng.uniform(35, 100)*lesion_scale, 150), max((2.5 + 8*rng.random()**2)*lesion_scale, 2.2*sp)
-                span, ok, spread = int(rng.integers(5, 9)), (h > 0.12) & (h < 0.85), 1.1
+            side, hw, tmax, span, ok, spread = _draw_collection(rng, sub, i, side_edh, lesions, h, sp, lesion_scale)
+            if sub == 'epidural': side_edh = side
             t0 = (0 if side > 0 else np.pi) + rng.uniform(-spread, spread)
             kc = _pick_center(rng, k, ok, span)
             hu = _blood_hu(rng, contrast, 56)
@@ -184,11 +214,7 @@ def extra_axial_bleeds(g:SimpleNamespace, # from `head_layers`
             T[sub] = np.maximum(T[sub], (tmax*p*(prof if sub == 'epidural' else prof**0.6)).astype(np.float32))
             lesions.append(dict(subtype=sub, side=side, kc=kc, span=span, angle=float(t0), half_arc=float(hw),
                                 thickness=float(tmax), hu=hu))
-    clear = ~ndimage.binary_dilation(g.bone, np.ones((1, 3, 3), bool))      # beyond the bone's partial volume
-    edh = g.intra & (g.e < T['epidural'])
-    T['epidural'][~_keep_visible(edh, min_px, clear)] = 0
-    sdh = g.intra & (g.e >= T['epidural']) & (g.e < T['epidural'] + T['subdural'])
-    T['subdural'][~_keep_visible(sdh, min_px, clear)] = 0
+    edh, sdh = _extra_axial_masks(g, T, min_px)
     return dict(epidural=edh, subdural=sdh), T['epidural'] + T['subdural'], lesions
 
 # %% ../nbs/01_synth.ipynb #2711763f
@@ -212,13 +238,9 @@ def _ventricles(g, head, xs, yb, tissue):
             vent[kz] |= inside; side_of[kz][inside] = side
     return vent, side_of
 
-def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coordinates
-                  head:dict, # the patient
-                  T:np.ndarray, # thickness (mm) of extra-axial blood along each ray, from `extra_axial_bleeds`
-                 ) -> dict:
-    "Masks of the brain's compartments (rim, cortex, sulci, fissures, ventricles, nuclei, cisterns, skull base)."
-    S, n, sp, h3 = g.S, g.n, g.sp, g.h3
-    px = 1.0*sp                                               # the thinnest CSF space drawn: one pixel
+# %% ../nbs/01_synth.ipynb #75fae9c2
+def _brain_frame(g, head, T):
+    "Brain coordinates (stretched away from the centre by the extra-axial thickness `T`), the CSF rim and the tissue inside it."
     f = np.where(T > 0, np.clip(g.r_in/np.maximum(g.r_in - T, 1e-3), 1, 1.8), 1).astype(np.float32)
     g.xb, g.yb, g.rb = g.xp*f, g.yp*f, g.r*f                 # brain coordinates: stretched away from the centre
     g.eb = np.where(g.intra, (g.e - T)*f, -1).astype(np.float32)      # depth below the displaced brain surface
@@ -232,7 +254,12 @@ def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coord
     rim = bz & (g.eb < rim_w)
     tissue = bz & ~rim
     g.ec = (g.eb - rim_w).astype(np.float32)                 # depth below the brain surface
-    gth = head['cortex']*ob3
+    return rim, tissue
+
+# %% ../nbs/01_synth.ipynb #3c2f111f
+def _cortex(g, head, tissue):
+    "Sulci and the cortical grey matter of `tissue`."
+    S, n, px, gth = g.S, g.n, 1.0*g.sp, head['cortex']*g.ob_k[:, None, None]
     # sulci: a phase φ(θ) whose integer crossings are sulcus centre lines; fewer sulci on the small top slices
     ns = np.maximum(np.round(head['n_sulci']*np.clip(g.s_k, 0.3, 1)), 8)[:, None, None]
     waves = np.sin(np.arange(1, 6)[:, None, None]*g.th + head['sulcus_phase'][:, None, None]).astype(np.float32)
@@ -247,7 +274,12 @@ def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coord
     g.ws = max(head['sulcus_width'], px)
     sulci = tissue & (g.ec < g.depth) & (g.arc < g.ws/2*(1 - 0.35*g.ec/g.depth))
     grey = tissue & ((g.ec < gth*(1 + 0.25*np.sin(2*np.pi*phi))) | ((g.arc < g.ws/2 + gth) & (g.ec < g.depth + 0.5*gth)))
-    # interhemispheric fissure, interrupted by the corpus callosum at the level of the ventricles
+    return sulci, grey
+
+# %% ../nbs/01_synth.ipynb #9ddf13f5
+def _fissure(g, head, tissue, grey):
+    "The interhemispheric fissure; its grey-matter lining is added to `grey` in place."
+    h3, px, gth = g.h3, 1.0*g.sp, head['cortex']*g.ob_k[:, None, None]
     g.wf = max(head['fissure_width'], px)
     b = _bell(h3, 0.35, 0.18)
     gap_lo = np.where(h3 >= 0.22, -0.42*g.B_in*b, -0.25*g.B_in); gap_hi = np.where(h3 >= 0.22, 0.45*g.B_in*b, 1e3)
@@ -255,15 +287,23 @@ def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coord
     g.xm = g.xs + 1.2*np.sin(g.yb/22 + head['fissure_wave'])        # the midline is never quite straight
     fissure = tissue & g.has_fis & (np.abs(g.xm) < g.wf/2)
     grey |= tissue & g.has_fis & (np.abs(g.xm) < g.wf/2 + gth)
-    vent, g.vent_side = _ventricles(g, head, g.xs, g.yb, tissue)
-    sB = head['B']/92*head['vent_scale']**0.3
-    deep, bd = np.zeros((S, n, n), bool), _bell(h3, 0.3, 0.1)
+    return fissure
+
+def _deep_nuclei(g, head, tissue):
+    "Lentiform nuclei and thalami as ellipses on both sides."
+    S, n, sB = g.S, g.n, head['B']/92*head['vent_scale']**0.3
+    deep, bd = np.zeros((S, n, n), bool), _bell(g.h3, 0.3, 0.1)
     ks = np.nonzero(bd[:, 0, 0] > 0)[0]
     xk, yk, bk = g.xs[ks], g.yb[ks], bd[ks]
     for side in (-1, 1):
         for (x0, y0, ax, ay) in ((22, -2, 6, 14), (9, 10, 7.5, 10)):       # lentiform nucleus, thalamus
             deep[ks] |= ((xk - side*x0*sB)/(ax*bk))**2 + ((yk - y0*sB)/(ay*bk))**2 < 1
-    deep &= tissue
+    return deep & tissue
+
+# %% ../nbs/01_synth.ipynb #cd0e2cfa
+def _cisterns(g, head, tissue):
+    "Third ventricle, basal cisterns (perimesencephalic ring, suprasellar star) and fourth ventricle."
+    S, n, h3, px, sB = g.S, g.n, g.h3, 1.0*g.sp, head['B']/92*head['vent_scale']**0.3
     w3 = max((1 + 3*head['atrophy']), px)
     third = tissue & (np.abs(h3 - 0.27) < 0.07) & (np.abs(g.xs) < w3/2) & (g.yb > -10*sB) & (g.yb < 8*sB)
     g.bc, g.wc = _bell(h3, 0.14, 0.08), max(1.5 + 2*head['atrophy'], px)
@@ -278,7 +318,13 @@ def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coord
     cisterns = tissue & (g.bc > 0) & ((np.abs(g.dm - g.rm) < g.wc/2) | g.supra)
     fourth, ks = np.zeros((S, n, n), bool), np.nonzero(g.h < 0.1)[0]
     fourth[ks] = tissue[ks] & ((g.xs[ks]/(5*_bell(h3[ks], 0.02, 0.08) + 1e-3))**2 + ((g.yb[ks] - 0.45*g.B_in[ks])/3.5)**2 < 1)
-    bsy, g.wsy = _bell(h3, 0.28, 0.14), max(1.5 + 2.5*head['atrophy'], px)
+    return third, cisterns, fourth
+
+# %% ../nbs/01_synth.ipynb #9db0bb7c
+def _sylvian(g, head, tissue, grey):
+    "Both Sylvian fissures; their grey-matter lining is added to `grey` in place."
+    S, n, px, gth = g.S, g.n, 1.0*g.sp, head['cortex']*g.ob_k[:, None, None]
+    bsy, g.wsy = _bell(g.h3, 0.28, 0.14), max(1.5 + 2.5*head['atrophy'], px)
     g.sylv_d, ks = np.full((S, n, n), 1e3, np.float32), np.nonzero(bsy[:, 0, 0] > 0)[0]
     Ai, Bi = g.A_in[ks], g.B_in[ks]
     for side in (-1, 1):
@@ -286,11 +332,22 @@ def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coord
         g.sylv_d[ks] = np.minimum(g.sylv_d[ks], dd)
     sylvian = tissue & (g.sylv_d < g.wsy/2)
     grey |= tissue & (g.sylv_d < g.wsy/2 + gth)
+    return sylvian
+
+def _choroid_calcification(g, head, vent):
+    "Calcified choroid plexus in the atria of the lateral ventricles (in the heads that have it)."
+    S, n, h3, sB = g.S, g.n, g.h3, head['B']/92*head['vent_scale']**0.3
     calc, ks = np.zeros((S, n, n), bool), np.nonzero(_bell(g.h, 0.33, 0.05) > 0)[0]
     if head['choroid_calc']:
         for side in (-1, 1):
             calc[ks] |= vent[ks] & (np.hypot(g.xs[ks] - side*(1.2 + 0.9*7.5*head['vent_scale'] + 14*0.39*sB),
                                              g.yb[ks] - (-28 + 58*0.84)*sB) < 2.2*_bell(h3[ks], 0.33, 0.05))
+    return calc
+
+# %% ../nbs/01_synth.ipynb #92eecd81
+def _skull_base(g):
+    "Bone of the skull base, the air cells of the sinuses, the soft tissue among them, and the anterior fossa floor region."
+    S, n, h3 = g.S, g.n, g.h3
     # skull base: petrous ridges (tapering towards their apex), anterior fossa floor with the air of the sinuses
     bp = _bell(h3, 0.02, 0.08)
     base, ks = np.zeros((S, n, n), bool), np.nonzero(bp[:, 0, 0] > 0)[0]
@@ -307,6 +364,23 @@ def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coord
     cells[ks] = front[ks] & (yk < yfl - 3.5) & (np.abs(xk) < 15) & (lobes > -0.2)    # ethmoid / sphenoid air cells
     soft[ks] = front[ks] & (yk < yfl - 3.5) & (np.abs(xk) >= 15) & (lobes < 0.9)     # orbital contents, bony islands
     base |= front & ~cells & ~soft
+    return base, cells, soft, front
+
+# %% ../nbs/01_synth.ipynb #3635552a
+def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coordinates
+                  head:dict, # the patient
+                  T:np.ndarray, # thickness (mm) of extra-axial blood along each ray, from `extra_axial_bleeds`
+                 ) -> dict:
+    "Masks of the brain's compartments (rim, cortex, sulci, fissures, ventricles, nuclei, cisterns, skull base)."
+    rim, tissue = _brain_frame(g, head, T)
+    sulci, grey = _cortex(g, head, tissue)
+    fissure = _fissure(g, head, tissue, grey)
+    vent, g.vent_side = _ventricles(g, head, g.xs, g.yb, tissue)
+    deep = _deep_nuclei(g, head, tissue)
+    third, cisterns, fourth = _cisterns(g, head, tissue)
+    sylvian = _sylvian(g, head, tissue, grey)
+    calc = _choroid_calcification(g, head, vent)
+    base, cells, soft, front = _skull_base(g)
     csf = (rim | sulci | fissure | vent | third | cisterns | sylvian | fourth) & ~base & ~front
     return dict(rim=rim & ~base & ~front, tissue=tissue & ~base & ~front, grey=grey, deep=deep, sulci=(sulci | sylvian) & ~base & ~front,
                 fissure=fissure, ventricles=vent, third=third, cisterns=cisterns, fourth=fourth, csf=csf,
@@ -314,87 +388,111 @@ def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coord
                 brain=tissue & ~csf & ~base & ~front)
 
 # %% ../nbs/01_synth.ipynb #1e523e9e
+def _parenchymal_bleeds(g, rng, paren, inside, masks, hus, edema, lesions, L, contrast):
+    "Draw one or two intraparenchymal bleeds (with oedema) into `masks`, `hus` and `edema` in place; record them in `lesions`."
+    n, sp, h, k = g.n, g.sp, g.h, g.k
+    I, J = np.mgrid[:n, :n]
+    for _ in range(1 + int(rng.random() < 0.35)):        # contusions are often multiple
+        u = rng.random()
+        R = max((3 + 5*rng.random() if u < 0.6 else 8 + 10*rng.random() if u < 0.9 else 18 + 10*rng.random())*L, 1.5*sp)
+        span = int(np.clip(round(2.2*R/g.dz) + rng.integers(0, 3), 3, 8))
+        kc = _pick_center(rng, k, (h > 0.15) & (h < 0.75), span)
+        amp, ph, hu = rng.normal(0, 0.09, 3), rng.uniform(0, 2*np.pi, 3), _blood_hu(rng, contrast)
+        ew = rng.uniform(0.3, 0.6)*R if R > 6 else 0.
+        if kc is None: continue
+        kz = int(round(kc))
+        room = ndimage.distance_transform_edt(paren[kz])*sp
+        from_bone = ndimage.distance_transform_edt(inside[kz])*sp
+        cand = np.argwhere((room >= min(R, 6) + 1) & (from_bone >= R + 4))
+        if not len(cand): continue
+        i0, j0 = cand[rng.integers(len(cand))]
+        ang, dist = np.arctan2(I - i0, J - j0), np.hypot(I - i0, J - j0)*sp
+        rad = 1 + sum(a*np.cos(w*ang + p) for a, w, p in zip(amp, (2, 3, 5), ph))     # lobulated outline
+        p = _span(k, kc, span)
+        for kz in np.nonzero(p > 0)[0]:
+            away = ndimage.distance_transform_edt(inside[kz]) >= max(3, 4/sp)     # never touching bone
+            m = (dist < R*p[kz]*rad) & paren[kz] & away
+            masks['intraparenchymal'][kz] |= m; hus['intraparenchymal'][kz][m] = hu
+            edema[kz] |= (dist < (R*p[kz] + ew)*rad) & ~m & paren[kz]
+        lesions.append(dict(subtype='intraparenchymal', kc=kc, span=span, center=(int(i0), int(j0)), radius=float(R), hu=hu))
+
+# %% ../nbs/01_synth.ipynb #95cbd3d9
+def _ventricular_bleed(g, rng, vent, masks, hus, lesions, L, contrast, min_px):
+    "Draw an intraventricular bleed (a blood-CSF level in one or both ventricles) into `masks` and `hus`; record it."
+    sp, k = g.sp, g.k
+    ok = vent.sum((1, 2)) >= 3*min_px
+    span = int(min(rng.integers(3, 9), max(ok.sum(), 1)))
+    kc = _pick_center(rng, k, ok, span)
+    sides = [-1, 1] if rng.random() < 0.5 else [int(rng.choice([-1, 1]))]
+    frac, hu = (1.0 if rng.random() < 0.15 else min(rng.uniform(0.15, 0.6)*L, 1.)), _blood_hu(rng, contrast, 60)
+    if kc is not None:
+        p = _span(k, kc, span)
+        for kz in np.nonzero(p > 0)[0]:
+            for sd in sides:
+                vm = vent[kz] & (g.vent_side[kz] == sd)
+                if not vm.any(): continue
+                yv = g.Y[vm]                                 # gravity pulls blood to the back (scanner +y)
+                m = vm & (g.Y >= yv.max() - max(frac*p[kz]*(yv.max() - yv.min()), 1.5*sp) - 0.5*sp)
+                masks['intraventricular'][kz] |= m; hus['intraventricular'][kz][m] = hu
+        lesions.append(dict(subtype='intraventricular', kc=kc, span=span, sides=sides, fill=frac, hu=hu))
+
+# %% ../nbs/01_synth.ipynb #987fc122
+def _sah_region(g, rng, kind, tissue, L, wide):
+    "Region of one subarachnoid bleed of `kind`, its centre slice and span; None when no slice suits it."
+    h, k = g.h, g.k
+    if kind == 'convexity':
+        span = int(rng.integers(3, 8)); kc = _pick_center(rng, k, (h > 0.25) & (h < 0.85), span)
+        t0, dth = rng.uniform(-np.pi, np.pi), rng.uniform(0.2, 0.6)*L
+        if kc is None: return None
+        m = (tissue & (np.abs(_wrap(g.th - t0)) < dth*_span(g.kk, kc, span)) & (g.ec < g.depth)
+             & (g.arc < max(wide, g.ws)/2))
+    elif kind == 'sylvian':
+        span = int(rng.integers(3, 6)); kc = _pick_center(rng, k, (h > 0.17) & (h < 0.38), span)
+        side = int(rng.choice([-1, 0, 1]))                   # 0: both sides
+        if kc is None: return None
+        m = tissue & (g.sylv_d < max(wide, g.wsy)/2) & (_span(g.kk, kc, span) > 0)
+        if side: m &= np.sign(g.xb) == side
+    elif kind == 'fissure':
+        span = int(rng.integers(3, 7)); kc = _pick_center(rng, k, (h > 0.2) & (h < 0.8), span)
+        y0, ln = rng.uniform(-60, 40), rng.uniform(20, 50)*L
+        if kc is None: return None
+        m = tissue & g.has_fis & (np.abs(g.xm) < max(wide, g.wf)/2) & (np.abs(g.yb - y0) < ln*_span(g.kk, kc, span)/2)
+    else:
+        span = 3; kc = _pick_center(rng, k, (h > 0.09) & (h < 0.19), span)
+        if kc is None: return None
+        m = tissue & (g.bc > 0) & (_span(g.kk, kc, span) > 0) & ((np.abs(g.dm - g.rm) < max(wide, g.wc)/2) | g.supra)
+    return m, kc, span
+
+# %% ../nbs/01_synth.ipynb #6a167108
+def _subarachnoid_bleeds(g, anat, rng, masks, hus, lesions, L, contrast):
+    "Draw one or two subarachnoid bleeds into `masks` and `hus`, limited to CSF spaces and their edges; record them."
+    tissue, vent = anat['tissue'], anat['ventricles']
+    near_csf = ndimage.binary_dilation(anat['sulci'] | anat['fissure'] | anat['cisterns'], np.ones((1, 3, 3), bool))
+    kinds = rng.choice(['convexity', 'sylvian', 'fissure', 'basal'], 1 + int(rng.random() < 0.5), replace=False, p=[0.35, 0.25, 0.2, 0.2])
+    for kind in kinds:
+        hu, wide = _blood_hu(rng, contrast, 62), 2.3*g.sp
+        region = _sah_region(g, rng, kind, tissue, L, wide)
+        if region is None: continue
+        m, kc, span = region
+        m &= ~vent & ~anat['third'] & ~anat['fourth'] & near_csf     # blood fills a CSF space and its edge
+        masks['subarachnoid'] |= m; hus['subarachnoid'][m] = hu
+        lesions.append(dict(subtype='subarachnoid', kind=str(kind), kc=kc, span=span, hu=hu))
+
+# %% ../nbs/01_synth.ipynb #d62d305a
 def brain_bleeds(g:SimpleNamespace, anat:dict, # from `head_layers` and `brain_anatomy`
                  rng:np.random.Generator, bleeds:list, # the subtypes this study has
                  lesion_scale:float=1., contrast:float=1., min_px:int=4):
     "Intraparenchymal, intraventricular and subarachnoid bleeds: masks, densities, oedema and lesion records."
-    S, n, sp, h, k, L = g.S, g.n, g.sp, g.h, g.k, lesion_scale
+    S, n, L = g.S, g.n, lesion_scale
     masks = {s: np.zeros((S, n, n), bool) for s in ('intraparenchymal', 'intraventricular', 'subarachnoid')}
     hus = {s: np.zeros((S, n, n), np.float32) for s in masks}
     edema, lesions = np.zeros((S, n, n), bool), []
     tissue, vent = anat['tissue'], anat['ventricles']
     paren = tissue & ~vent & ~anat['fissure'] & ~anat['cisterns'] & ~anat['third'] & ~anat['fourth']
     inside = g.intra & ~anat['skull_base']                   # intracranial and not bone
-    I, J = np.mgrid[:n, :n]
-    if 'intraparenchymal' in bleeds:
-        for _ in range(1 + int(rng.random() < 0.35)):        # contusions are often multiple
-            u = rng.random()
-            R = max((3 + 5*rng.random() if u < 0.6 else 8 + 10*rng.random() if u < 0.9 else 18 + 10*rng.random())*L, 1.5*sp)
-            span = int(np.clip(round(2.2*R/g.dz) + rng.integers(0, 3), 3, 8))
-            kc = _pick_center(rng, k, (h > 0.15) & (h < 0.75), span)
-            amp, ph, hu = rng.normal(0, 0.09, 3), rng.uniform(0, 2*np.pi, 3), _blood_hu(rng, contrast)
-            ew = rng.uniform(0.3, 0.6)*R if R > 6 else 0.
-            if kc is None: continue
-            kz = int(round(kc))
-            room = ndimage.distance_transform_edt(paren[kz])*sp
-            from_bone = ndimage.distance_transform_edt(inside[kz])*sp
-            cand = np.argwhere((room >= min(R, 6) + 1) & (from_bone >= R + 4))
-            if not len(cand): continue
-            i0, j0 = cand[rng.integers(len(cand))]
-            ang, dist = np.arctan2(I - i0, J - j0), np.hypot(I - i0, J - j0)*sp
-            rad = 1 + sum(a*np.cos(w*ang + p) for a, w, p in zip(amp, (2, 3, 5), ph))     # lobulated outline
-            p = _span(k, kc, span)
-            for kz in np.nonzero(p > 0)[0]:
-                away = ndimage.distance_transform_edt(inside[kz]) >= max(3, 4/sp)     # never touching bone
-                m = (dist < R*p[kz]*rad) & paren[kz] & away
-                masks['intraparenchymal'][kz] |= m; hus['intraparenchymal'][kz][m] = hu
-                edema[kz] |= (dist < (R*p[kz] + ew)*rad) & ~m & paren[kz]
-            lesions.append(dict(subtype='intraparenchymal', kc=kc, span=span, center=(int(i0), int(j0)), radius=float(R), hu=hu))
-    if 'intraventricular' in bleeds:
-        ok = vent.sum((1, 2)) >= 3*min_px
-        span = int(min(rng.integers(3, 9), max(ok.sum(), 1)))
-        kc = _pick_center(rng, k, ok, span)
-        sides = [-1, 1] if rng.random() < 0.5 else [int(rng.choice([-1, 1]))]
-        frac, hu = (1.0 if rng.random() < 0.15 else min(rng.uniform(0.15, 0.6)*L, 1.)), _blood_hu(rng, contrast, 60)
-        if kc is not None:
-            p = _span(k, kc, span)
-            for kz in np.nonzero(p > 0)[0]:
-                for sd in sides:
-                    vm = vent[kz] & (g.vent_side[kz] == sd)
-                    if not vm.any(): continue
-                    yv = g.Y[vm]                                 # gravity pulls blood to the back (scanner +y)
-                    m = vm & (g.Y >= yv.max() - max(frac*p[kz]*(yv.max() - yv.min()), 1.5*sp) - 0.5*sp)
-                    masks['intraventricular'][kz] |= m; hus['intraventricular'][kz][m] = hu
-            lesions.append(dict(subtype='intraventricular', kc=kc, span=span, sides=sides, fill=frac, hu=hu))
-    if 'subarachnoid' in bleeds:
-        near_csf = ndimage.binary_dilation(anat['sulci'] | anat['fissure'] | anat['cisterns'], np.ones((1, 3, 3), bool))
-        kinds = rng.choice(['convexity', 'sylvian', 'fissure', 'basal'], 1 + int(rng.random() < 0.5), replace=False, p=[0.35, 0.25, 0.2, 0.2])
-        for kind in kinds:
-            hu, wide = _blood_hu(rng, contrast, 62), 2.3*sp
-            if kind == 'convexity':
-                span = int(rng.integers(3, 8)); kc = _pick_center(rng, k, (h > 0.25) & (h < 0.85), span)
-                t0, dth = rng.uniform(-np.pi, np.pi), rng.uniform(0.2, 0.6)*L
-                if kc is None: continue
-                m = (tissue & (np.abs(_wrap(g.th - t0)) < dth*_span(g.kk, kc, span)) & (g.ec < g.depth)
-                     & (g.arc < max(wide, g.ws)/2))
-            elif kind == 'sylvian':
-                span = int(rng.integers(3, 6)); kc = _pick_center(rng, k, (h > 0.17) & (h < 0.38), span)
-                side = int(rng.choice([-1, 0, 1]))                   # 0: both sides
-                if kc is None: continue
-                m = tissue & (g.sylv_d < max(wide, g.wsy)/2) & (_span(g.kk, kc, span) > 0)
-                if side: m &= np.sign(g.xb) == side
-            elif kind == 'fissure':
-                span = int(rng.integers(3, 7)); kc = _pick_center(rng, k, (h > 0.2) & (h < 0.8), span)
-                y0, ln = rng.uniform(-60, 40), rng.uniform(20, 50)*L
-                if kc is None: continue
-                m = tissue & g.has_fis & (np.abs(g.xm) < max(wide, g.wf)/2) & (np.abs(g.yb - y0) < ln*_span(g.kk, kc, span)/2)
-            else:
-                span = 3; kc = _pick_center(rng, k, (h > 0.09) & (h < 0.19), span)
-                if kc is None: continue
-                m = tissue & (g.bc > 0) & (_span(g.kk, kc, span) > 0) & ((np.abs(g.dm - g.rm) < max(wide, g.wc)/2) | g.supra)
-            m &= ~vent & ~anat['third'] & ~anat['fourth'] & near_csf     # blood fills a CSF space and its edge
-            masks['subarachnoid'] |= m; hus['subarachnoid'][m] = hu
-            lesions.append(dict(subtype='subarachnoid', kind=str(kind), kc=kc, span=span, hu=hu))
+    if 'intraparenchymal' in bleeds: _parenchymal_bleeds(g, rng, paren, inside, masks, hus, edema, lesions, L, contrast)
+    if 'intraventricular' in bleeds: _ventricular_bleed(g, rng, vent, masks, hus, lesions, L, contrast, min_px)
+    if 'subarachnoid' in bleeds: _subarachnoid_bleeds(g, anat, rng, masks, hus, lesions, L, contrast)
     return masks, hus, edema, lesions
 
 # %% ../nbs/01_synth.ipynb #15e8b571
@@ -407,6 +505,7 @@ def _blur(v, blur):
     "In-plane Gaussian blur of a volume: the partial-volume effect."
     return ndimage.gaussian_filter(v, (0, blur, blur), truncate=3) if blur > 0 else v.copy()
 
+# %% ../nbs/01_synth.ipynb #28e6632e
 def _settle_lesions(bg, tex, masks, lesion_hu, blur, lo=52., hi=88.):
     "Paint the lesions on `bg`; nudge each cross-section so that, blurred, it reads 50–90 HU away from bone, or drop it."
     near_dense = ndimage.binary_dilation(bg >= 150, np.ones((1, 3, 3), bool))
@@ -426,14 +525,10 @@ def _settle_lesions(bg, tex, masks, lesion_hu, blur, lo=52., hi=88.):
             else: val[kz][m[kz]] = 0; m[kz] = False       # cannot read as blood: neither drawn nor labelled
     return clean, blurred
 
-def render(g:SimpleNamespace, head:dict, scan:dict, anat:dict, # geometry, patient, study and brain compartments
-           masks:dict, # lesion masks per subtype; a cross-section that cannot show as blood is removed
-           lesion_hu:np.ndarray, # density of each lesion pixel (0 where none), [S, H, W]
-           edema:np.ndarray, # oedema around parenchymal bleeds, [S, H, W] bool
-           rng:np.random.Generator, noise:float=8., blur:float=0.6):
-    "Noise-free volume (densities only) and the imaged one (blurred, noisy, rounded) in HU; adds holder and FOV masks."
-    S, n, sp, X, Y = g.S, g.n, g.sp, g.X, g.Y
-    bg = np.full((S, n, n), -1000, np.float32)
+# %% ../nbs/01_synth.ipynb #71b5d4f6
+def _head_holder(g, scan):
+    "Masks (H, W) of the head holder's cradle, its foam pad and the table, under the back of the head."
+    X, Y = g.X, g.Y
     y_post = float(np.where(g.head, Y[None], -1e3).max())    # the back of the head rests in a curved cradle
     Rc = scan['rest_radius']; ccy = y_post + scan['rest_gap'] - Rc
     dc = np.hypot(X - scan['center'][0] - scan['rest_shift'], Y - ccy)
@@ -442,7 +537,10 @@ def render(g:SimpleNamespace, head:dict, scan:dict, anat:dict, # geometry, patie
     pad = lower & (dc < Rc) & (Y - ccy > Rc*np.cos(np.deg2rad(55))) & scan['pad'] & ~g.head.any(0)
     yt = y_post + scan['rest_gap'] + scan['rest_thick'] + scan['table_gap']
     table = (Y >= yt) & (Y < yt + 6)
-    bg[:, table] = scan['table_hu']; bg[:, cradle] = scan['rest_hu']; bg[:, pad] = scan['pad_hu']
+    return cradle, pad, table
+
+def _paint_head(bg, g, head, rng):
+    "Scalp (with its fat and any hematoma), skull, frontal sinus and intracranial CSF, painted on `bg` in place; the hematoma mask."
     bg[g.scalp] = head['scalp_hu']
     bg[g.scalp & (g.d > 0.35*g.sc) & (g.d < 0.6*g.sc) & (g.bump < 1)] = head['fat_hu']
     hematoma = g.scalp & (g.bump >= 1) & (g.d > 1.5) & (g.d < g.sc - 1)
@@ -451,7 +549,12 @@ def render(g:SimpleNamespace, head:dict, scan:dict, anat:dict, # geometry, patie
     bg[g.bone] = np.where((t[g.bone] < 0.28) | (t[g.bone] > 0.68), head['cortical_hu'], head['diploe_hu'])
     bg[g.bone & (g.fs > 0.25) & (t > 0.3) & (t < 0.75)] = -950             # frontal sinus
     bg[g.intra] = head['csf_hu']
-    tissue, tex = anat['tissue'], _smooth_field(rng, (S, n, n), 3)
+    return hematoma
+
+# %% ../nbs/01_synth.ipynb #3623ee4e
+def _paint_brain(bg, head, anat, tex, edema):
+    "Brain tissue (with texture `tex`), oedema, CSF, calcification and skull base, painted on `bg` in place."
+    tissue = anat['tissue']
     bg[tissue] = head['wm_hu']
     bg[anat['deep']] = head['deep_gm_hu']
     bg[anat['grey'] & tissue] = head['gm_hu']
@@ -462,6 +565,21 @@ def render(g:SimpleNamespace, head:dict, scan:dict, anat:dict, # geometry, patie
     bg[anat['skull_base']] = 0.7*head['cortical_hu']
     bg[anat['skull_base_soft']] = head['scalp_hu'] - 10
     bg[anat['sinus_air']] = -950
+
+# %% ../nbs/01_synth.ipynb #b8ca5fb6
+def render(g:SimpleNamespace, head:dict, scan:dict, anat:dict, # geometry, patient, study and brain compartments
+           masks:dict, # lesion masks per subtype; a cross-section that cannot show as blood is removed
+           lesion_hu:np.ndarray, # density of each lesion pixel (0 where none), [S, H, W]
+           edema:np.ndarray, # oedema around parenchymal bleeds, [S, H, W] bool
+           rng:np.random.Generator, noise:float=8., blur:float=0.6):
+    "Noise-free volume (densities only) and the imaged one (blurred, noisy, rounded) in HU; adds holder and FOV masks."
+    S, n, sp, X, Y = g.S, g.n, g.sp, g.X, g.Y
+    bg = np.full((S, n, n), -1000, np.float32)
+    cradle, pad, table = _head_holder(g, scan)
+    bg[:, table] = scan['table_hu']; bg[:, cradle] = scan['rest_hu']; bg[:, pad] = scan['pad_hu']
+    hematoma = _paint_head(bg, g, head, rng)
+    tex = _smooth_field(rng, (S, n, n), 3)
+    _paint_brain(bg, head, anat, tex, edema)
     clean, out = _settle_lesions(bg, tex, masks, lesion_hu, blur)
     out += rng.normal(0, noise*scan['noise_factor'], out.shape).astype(np.float32)
     out = np.round(out)
@@ -482,6 +600,38 @@ def _choose_bleeds(rng, p_bleed):
     if 'intraventricular' in chosen and rng.random() < 0.5: chosen.add('intraparenchymal')
     return [s for s in LESIONS if s in chosen]
 
+# %% ../nbs/01_synth.ipynb #e7af1e5e
+def _scalp_bleed(rng, bleeds, scan, n_slices):
+    "Where a scalp hematoma swells the scalp (for `head_layers`), or None."
+    if rng.random() < (0.3 if {'epidural', 'subdural'} & set(bleeds) else 0.1):
+        span = int(rng.integers(3, 7))
+        scalp_bleed = dict(angle=rng.uniform(-np.pi, np.pi), half_arc=rng.uniform(25, 50), thickness=rng.uniform(4, 12),
+                           span=span, kc=_pick_center(rng, np.arange(n_slices), (scan['h'] > 0.2) & (scan['h'] < 0.8), span))
+        if scalp_bleed['kc'] is not None: return scalp_bleed
+    return None
+
+def _one_lesion_per_pixel(g, extra, inner, inner_hu, lesions, min_px):
+    "Lesion masks per subtype (in `LESIONS` order), their densities, and the pixels they take."
+    masks, lesion_hu = dict(extra), np.zeros((g.S, g.n, g.n), np.float32)
+    for l in lesions:
+        if l['subtype'] in extra: lesion_hu[extra[l['subtype']] & (np.sign(g.xp) == l['side'])] = l['hu']
+    taken = extra['epidural'] | extra['subdural']
+    for sub in ('intraventricular', 'intraparenchymal', 'subarachnoid'):   # one lesion per pixel, then min_px
+        m = inner[sub] & ~taken
+        _keep_visible(m, min_px)
+        masks[sub], taken = m, taken | m
+        lesion_hu[m] = inner_hu[sub][m]
+    return {s: masks[s] for s in LESIONS}, lesion_hu, taken
+
+def _study_anatomy(g, anat, clean):
+    "The compartment masks a study returns."
+    return dict(skull=g.bone | anat['skull_base'], intracranial=g.intra, brain=anat['brain'], grey=anat['grey'] & anat['brain'],
+                ventricles=anat['ventricles'] | anat['third'] | anat['fourth'], sulci=anat['sulci'], fissure=anat['fissure'],
+                cisterns=anat['cisterns'], rim=anat['rim'], csf=anat['csf'], extra_axial=g.intra & (g.eb < 0),
+                calcification=anat['calcification'], dense=clean >= 150, scalp=anat['scalp'],
+                scalp_hematoma=anat['scalp_hematoma'], headrest=anat['headrest'], fov=anat['fov'])
+
+# %% ../nbs/01_synth.ipynb #e95381f1
 def synth_study(rng:np.random.Generator, # generator of this study: same state, same study
                 n_slices:int=24, # axial slices
                 size:int=128, # rows = columns
@@ -499,36 +649,16 @@ def synth_study(rng:np.random.Generator, # generator of this study: same state, 
     scan = random_scan(rng, size, n_slices, head)
     bleeds = _choose_bleeds(rng, p_bleed) if bleeds is None else [s for s in LESIONS if s in bleeds]
     min_px = max(3, int(np.ceil(min_area/scan['spacing']**2)))
-    scalp_bleed = None
-    if rng.random() < (0.3 if {'epidural', 'subdural'} & set(bleeds) else 0.1):
-        span = int(rng.integers(3, 7))
-        scalp_bleed = dict(angle=rng.uniform(-np.pi, np.pi), half_arc=rng.uniform(25, 50), thickness=rng.uniform(4, 12),
-                           span=span, kc=_pick_center(rng, np.arange(n_slices), (scan['h'] > 0.2) & (scan['h'] < 0.8), span))
-        if scalp_bleed['kc'] is None: scalp_bleed = None
-    g = head_layers(head, scan, n_slices, size, scalp_bleed)
+    g = head_layers(head, scan, n_slices, size, _scalp_bleed(rng, bleeds, scan, n_slices))
     extra, T, lesions = extra_axial_bleeds(g, rng, bleeds, lesion_scale, contrast, min_px)
     anat = brain_anatomy(g, head, T)
     inner, inner_hu, edema, more = brain_bleeds(g, anat, rng, bleeds, lesion_scale, contrast, min_px)
     lesions += more
-    masks, lesion_hu = dict(extra), np.zeros((n_slices, size, size), np.float32)
-    for l in lesions:
-        if l['subtype'] in extra: lesion_hu[extra[l['subtype']] & (np.sign(g.xp) == l['side'])] = l['hu']
-    taken = extra['epidural'] | extra['subdural']
-    for sub in ('intraventricular', 'intraparenchymal', 'subarachnoid'):   # one lesion per pixel, then min_px
-        m = inner[sub] & ~taken
-        _keep_visible(m, min_px)
-        masks[sub], taken = m, taken | m
-        lesion_hu[m] = inner_hu[sub][m]
-    masks = {s: masks[s] for s in LESIONS}
+    masks, lesion_hu, taken = _one_lesion_per_pixel(g, extra, inner, inner_hu, lesions, min_px)
     clean, hu = render(g, head, scan, anat, masks, lesion_hu, edema & ~taken, rng, noise, blur)
     labels = np.stack([masks[s].sum((1, 2)) >= min_px for s in LESIONS], 1)
     labels = np.concatenate([labels, labels.any(1, keepdims=True)], 1).astype(np.int64)
-    anatomy = dict(skull=g.bone | anat['skull_base'], intracranial=g.intra, brain=anat['brain'], grey=anat['grey'] & anat['brain'],
-                   ventricles=anat['ventricles'] | anat['third'] | anat['fourth'], sulci=anat['sulci'], fissure=anat['fissure'],
-                   cisterns=anat['cisterns'], rim=anat['rim'], csf=anat['csf'], extra_axial=g.intra & (g.eb < 0),
-                   calcification=anat['calcification'], dense=clean >= 150, scalp=anat['scalp'],
-                   scalp_hematoma=anat['scalp_hematoma'], headrest=anat['headrest'], fov=anat['fov'])
-    return dict(hu=hu, clean=clean, masks=masks, anatomy=anatomy, labels=labels, spacing=scan['spacing'],
+    return dict(hu=hu, clean=clean, masks=masks, anatomy=_study_anatomy(g, anat, clean), labels=labels, spacing=scan['spacing'],
                 z=(scan['z0'] + np.arange(n_slices)*scan['dz']).astype(np.float64), dz=scan['dz'], h=scan['h'],
                 min_px=min_px, lesions=lesions, bleeds=bleeds, head=head, scan=scan)
 
@@ -563,6 +693,7 @@ def random_header(rng:np.random.Generator, variant:str|None=None) -> dict:
     return dict(variant=variant, explicit=explicit, window_center=wc, window_width=ww, tilt=tilt,
                 offset=(float(rng.uniform(-5, 5)), float(rng.uniform(-20, 20))))
 
+# %% ../nbs/01_synth.ipynb #b96c3953
 def dicom_slice(hu:np.ndarray, # one HU slice (H, W)
                 header:dict, # from `random_header`
                 ids:dict, # patient, study, series, image: the `ID_...` strings
@@ -591,6 +722,7 @@ def dicom_slice(hu:np.ndarray, # one HU slice (H, W)
         ds.PixelData = stored_from_hu(hu, header['variant']).tobytes()
     return ds
 
+# %% ../nbs/01_synth.ipynb #7741b66a
 def write_series(study:dict, # from `synth_study`
                  folder:Path, header:dict, # where, and the header style from `random_header`
                  ids:dict, # patient, study, series (strings) and image (one `ID_...` per slice)
@@ -642,6 +774,7 @@ def _unique_ids(rng, n, digits, taken):
             if s not in taken: taken.add(s); out.append(s)
     return out
 
+# %% ../nbs/01_synth.ipynb #c21f9ae0
 def plan_dataset(n_studies:int, n_test_studies:int, slices:int, seed:int) -> list:
     "One spec per study — split, patient, UIDs, header style — from the seed alone."
     rng, taken = np.random.default_rng(seed), set()
@@ -684,6 +817,7 @@ def _long_rows(images, labels):
     "Kaggle long format: six rows per image in `SUBTYPES` order."
     return [(f'{img}_{s}', int(l)) for img, lab in zip(images, labels) for s, l in zip(SUBTYPES, lab)]
 
+# %% ../nbs/01_synth.ipynb #1df2ae73
 def _write_tables(out:Path, results:list, seed:int):
     rng = np.random.default_rng([seed, 2_000_000])
     train = [(img, lab) for r in results if r['split'] == 'train' for img, lab in zip(r['images'], r['labels'])]
@@ -699,6 +833,7 @@ def _write_tables(out:Path, results:list, seed:int):
     long.assign(Label=0.5).to_csv(out/'stage_2_sample_submission.csv', index=False)
     return np.array([lab for _, lab in train]).reshape(-1, 6)
 
+# %% ../nbs/01_synth.ipynb #809f757a
 def _publish(tmp:Path, out:Path, keep_same:str|None=None):
     "Move the finished `tmp` folder to `out` (replacing a previous synthetic sample there); atomic on one file system."
     try: os.rename(tmp, out); return                          # `out` absent or an empty folder
@@ -713,6 +848,7 @@ def _params_key(params:dict) -> str:
     blob = json.dumps(dict(params, synth_version=SYNTH_VERSION, package=ich_nbdev.__version__), sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
+# %% ../nbs/01_synth.ipynb #656226d7
 def _write_dataset(out, params:dict, n_workers=None, progress=True, keep_same=False) -> Path:
     _check_params(**params)
     out = Path(out).expanduser().absolute()
@@ -738,6 +874,7 @@ def _write_dataset(out, params:dict, n_workers=None, progress=True, keep_same=Fa
         shutil.rmtree(tmp, ignore_errors=True); raise
     return out
 
+# %% ../nbs/01_synth.ipynb #f913f7f3
 def write_synthetic_rsna(out_dir, # folder to write: new, empty, or a previous synthetic sample (replaced)
                          n_studies:int=40, # training studies (stage_2_train)
                          n_test_studies:int=10, # test studies (stage_2_test; truth in synth_test_labels.csv)
@@ -784,6 +921,20 @@ def synth_summary(path) -> str:
             f"Training slices positive: {pos}; any {n_any} ({n_any/max(i['train_images'], 1):.1%}). "
             f"Generated in {i['seconds']:.1f} s.")
 
+# %% ../nbs/01_synth.ipynb #ef61eaef
+def _check_synth_args(n_studies, n_test_studies, slices, size, seed, lesion_scale, contrast, noise, n_workers):
+    "`UsageError` for the first command-line argument out of range."
+    check_arg('--n-studies', n_studies, lo=1, hint='the number of training studies to write')
+    check_arg('--n-test-studies', n_test_studies, lo=0)
+    check_arg('--slices', slices, lo=3, hint='a bleed spans 3 or more slices')
+    check_arg('--size', size, lo=64, hi=1024, hint='the rows and columns of each image')
+    check_arg('--seed', seed, lo=0)
+    for name, v in (('--lesion-scale', lesion_scale), ('--contrast', contrast)):
+        if not v > 0: raise UsageError(f"{name} must be positive, not {v!r}; 1 is the default")
+    check_arg('--noise', noise, lo=0, hint='the image noise in HU, e.g. 8')
+    if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 works in this process; leave it out for one per core')
+
+# %% ../nbs/01_synth.ipynb #ec02c383
 @call_parse
 def ich_synth(out_dir:str, # folder to write: new, empty, or a previous synthetic sample
               n_studies:int=40, # training studies
@@ -800,15 +951,7 @@ def ich_synth(out_dir:str, # folder to write: new, empty, or a previous syntheti
              ):
     "Write a synthetic head-CT data set in the RSNA Kaggle layout and summarise it."
     with cli_errors('ich-synth'):
-        check_arg('--n-studies', n_studies, lo=1, hint='the number of training studies to write')
-        check_arg('--n-test-studies', n_test_studies, lo=0)
-        check_arg('--slices', slices, lo=3, hint='a bleed spans 3 or more slices')
-        check_arg('--size', size, lo=64, hi=1024, hint='the rows and columns of each image')
-        check_arg('--seed', seed, lo=0)
-        for name, v in (('--lesion-scale', lesion_scale), ('--contrast', contrast)):
-            if not v > 0: raise UsageError(f"{name} must be positive, not {v!r}; 1 is the default")
-        check_arg('--noise', noise, lo=0, hint='the image noise in HU, e.g. 8')
-        if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 works in this process; leave it out for one per core')
+        _check_synth_args(n_studies, n_test_studies, slices, size, seed, lesion_scale, contrast, noise, n_workers)
         from ich_nbdev.sources import check_forms, write_forms      # chapter 15; imported here, as it builds on this module
         forms = check_forms(also)
         out, t0, bars = Path(out_dir).expanduser(), time.time(), not quiet and show_progress()
