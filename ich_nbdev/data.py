@@ -16,11 +16,15 @@ from pydicom import config as _dcm_config
 from fastcore.script import call_parse
 from .core import (number_slices, show_path, path_problem, write_table_atomic, progress_iter, parallel_progress,
                             cli_errors, check_arg, UsageError)
+from .dicom_header import (DicomHeaderError, _HDR_TAGS, _STR_TAGS, _US_TAGS, _LONG_VRS, _IMPLICIT,
+                                    _EXPLICIT, _NATIVE, _PIXEL_DATA, _Fallback, _read_meta_group, _value_length,
+                                    _parse_header, _decode)   # appendix A5
+_all_ = ['DicomHeaderError']                             # still part of this module's public names
 
 # %% auto #0
 __all__ = ['META_COLUMNS', 'RSNAPaths', 'find_rsna', 'LabelError', 'show_ids', 'labels_long_to_wide', 'read_labels',
-           'labels_to_long', 'DicomHeaderError', 'first_number', 'read_dicom_header', 'NoDicomError', 'dicom_files',
-           'dicom_meta', 'patient_folds', 'write_table', 'ich_meta']
+           'labels_to_long', 'first_number', 'read_dicom_header', 'NoDicomError', 'dicom_files', 'dicom_meta',
+           'patient_folds', 'write_table', 'ich_meta', 'DicomHeaderError']
 
 # %% ../nbs/04_data.ipynb #7d8de74a
 from .core import SUBTYPES   # the six outputs, in the label file's order (defined with the shared plumbing, appendix A1)
@@ -130,74 +134,6 @@ def labels_to_long(wide:pd.DataFrame, # one row per image, columns `SUBTYPES`
     ids = np.char.add(np.repeat(wide.index.to_numpy().astype(str), len(SUBTYPES)),
                       np.tile(np.array(['_' + s for s in SUBTYPES]), len(wide)))
     return pd.DataFrame({'ID': ids, 'Label': vals.reshape(-1)})
-
-# %% ../nbs/04_data.ipynb #afde79d3
-class DicomHeaderError(ValueError):
-    "A file whose DICOM header cannot be used."
-
-_HDR_TAGS = {0x00080018: 'SOPInstanceUID', 0x00080060: 'Modality', 0x00100020: 'PatientID',
-             0x0020000D: 'StudyInstanceUID', 0x0020000E: 'SeriesInstanceUID', 0x00200013: 'InstanceNumber',
-             0x00200032: 'ImagePositionPatient',
-             0x00280002: 'SamplesPerPixel', 0x00280004: 'PhotometricInterpretation', 0x00280010: 'Rows',
-             0x00280011: 'Columns', 0x00280030: 'PixelSpacing', 0x00280100: 'BitsAllocated', 0x00280101: 'BitsStored',
-             0x00280103: 'PixelRepresentation', 0x00281050: 'WindowCenter', 0x00281051: 'WindowWidth',
-             0x00281052: 'RescaleIntercept', 0x00281053: 'RescaleSlope'}
-_STR_TAGS = {'SOPInstanceUID', 'StudyInstanceUID', 'SeriesInstanceUID', 'PatientID', 'Modality', 'PhotometricInterpretation'}
-_US_TAGS = {'SamplesPerPixel', 'Rows', 'Columns', 'BitsAllocated', 'BitsStored', 'PixelRepresentation'}
-_LONG_VRS = {b'OB', b'OD', b'OF', b'OL', b'OV', b'OW', b'SQ', b'SV', b'UC', b'UN', b'UR', b'UT', b'UV'}
-_IMPLICIT, _EXPLICIT = '1.2.840.10008.1.2', '1.2.840.10008.1.2.1'
-_NATIVE = {_IMPLICIT, _EXPLICIT}
-_PIXEL_DATA = 0x7FE00010
-
-class _Fallback(Exception): pass
-
-# %% ../nbs/04_data.ipynb #0e48999f
-def _read_meta_group(buf:bytes):
-    "Transfer syntax (None when not given) and the position after the file meta group; `DicomHeaderError` without 'DICM'."
-    if len(buf) < 132 or buf[128:132] != b'DICM': raise DicomHeaderError("not a DICOM file (no 'DICM' marker at byte 128)")
-    pos, ts, n = 132, None, len(buf)
-    while pos + 8 <= n:                                   # file meta group: always explicit VR little endian
-        grp, el = struct.unpack_from('<HH', buf, pos)
-        if grp != 2: break
-        vr = buf[pos+4:pos+6]
-        ln, hdr = (struct.unpack_from('<I', buf, pos+8)[0], 12) if vr in _LONG_VRS else (struct.unpack_from('<H', buf, pos+6)[0], 8)
-        if el == 0x10: ts = buf[pos+hdr:pos+hdr+ln].rstrip(b'\0 ').decode('ascii', 'replace')
-        pos += hdr + ln
-    return ts, pos
-
-def _value_length(buf:bytes, pos:int, explicit:bool):
-    "Value length and header length of the data element at `pos`; `_Fallback` when the buffer ends first."
-    if explicit:
-        vr = buf[pos+4:pos+6]
-        if vr in _LONG_VRS:
-            if pos + 12 > len(buf): raise _Fallback()
-            return struct.unpack_from('<I', buf, pos+8)[0], 12
-        return struct.unpack_from('<H', buf, pos+6)[0], 8
-    return struct.unpack_from('<I', buf, pos+4)[0], 8
-
-# %% ../nbs/04_data.ipynb #db71728e
-def _parse_header(buf:bytes):
-    "Wanted tags (raw bytes), transfer syntax and pixel-data offset from the start of a DICOM file, or `_Fallback`."
-    ts, pos = _read_meta_group(buf)
-    if ts is None or ts in ('1.2.840.10008.1.2.2', '1.2.840.10008.1.2.1.99'): raise _Fallback()
-    explicit, raw, n = ts != _IMPLICIT, {}, len(buf)
-    while True:
-        if pos + 8 > n: raise _Fallback()                   # header longer than the buffer
-        grp, el = struct.unpack_from('<HH', buf, pos)
-        tag = grp << 16 | el
-        if tag >= _PIXEL_DATA: break
-        ln, hdr = _value_length(buf, pos, explicit)
-        if ln == 0xFFFFFFFF: raise _Fallback()              # undefined-length sequence: let pydicom walk it
-        if tag in _HDR_TAGS:
-            if pos + hdr + ln > n: raise _Fallback()
-            raw[_HDR_TAGS[tag]] = buf[pos+hdr:pos+hdr+ln]
-        pos += hdr + ln
-    return raw, ts, (pos if tag == _PIXEL_DATA else None)
-
-def _decode(name, b:bytes):
-    if name in _US_TAGS: return int.from_bytes(b[:2], 'little') if len(b) >= 2 else None
-    s = b.decode('latin-1').strip('\0 ')
-    return s.split('\\') if '\\' in s else s
 
 # %% ../nbs/04_data.ipynb #85ee7f99
 def first_number(v) -> float:
