@@ -21,6 +21,8 @@ from fastcore.script import call_parse
 
 import ich_nbdev
 from .core import SUBTYPES, cache_root, cli_errors, check_arg, show_progress, UsageError
+from .phantom import (bell as _bell, lateral_ventricles, brain_frame, cortex_and_sulci, midline_fissure,
+                              deep_nuclei, basal_cisterns, sylvian_fissures, choroid_calcification, skull_base)   # appendix A4
 
 # %% auto #0
 __all__ = ['LESIONS', 'SUBTYPE_WEIGHTS', 'HEADER_VARIANTS', 'SYNTH_VERSION', 'INFO_FILE', 'SAMPLE_DEFAULTS', 'random_head',
@@ -72,10 +74,6 @@ def random_scan(rng:np.random.Generator, # random generator of the study
                 table_gap=rng.uniform(8, 20), table_hu=rng.uniform(-200, 150), rest_shift=rng.uniform(-5, 5))
 
 # %% ../nbs/01_synth.ipynb #77701607
-def _bell(h, c, w):
-    "1 at `c`, falling to 0 at `c ± w` along a half ellipse; `h` scalar or array."
-    return np.sqrt(np.clip(1 - ((np.asarray(h, np.float32) - c)/w)**2, 0, 1))
-
 def _wrap(a):
     "Angle differences wrapped into [-π, π)."
     return (a + np.pi) % (2*np.pi) - np.pi
@@ -83,13 +81,6 @@ def _wrap(a):
 def _span(k, kc, span):
     "Relative size of a lesion on slice(s) `k`: 1 at its centre `kc`, smaller towards the ends, 0 outside `span` slices."
     return np.sqrt(np.clip(1 - ((k - kc)/(span/2))**2, 0, 1))
-
-def _segment_dist(x, y, p, q):
-    "Distance of the points (x, y) from the segment p → q, and where along it (0 ... 1) the nearest point lies."
-    (px, py), (qx, qy) = p, q
-    dx, dy = qx - px, qy - py
-    t = np.clip(((x - px)*dx + (y - py)*dy)/(dx*dx + dy*dy + 1e-9), 0, 1)
-    return np.hypot(x - px - t*dx, y - py - t*dy), t
 
 def _head_profile(h):
     "Relative size of the head's cross-section at relative height `h`, and how obliquely the slice cuts its wall."
@@ -217,170 +208,21 @@ def extra_axial_bleeds(g:SimpleNamespace, # from `head_layers`
     edh, sdh = _extra_axial_masks(g, T, min_px)
     return dict(epidural=edh, subdural=sdh), T['epidural'] + T['subdural'], lesions
 
-# %% ../nbs/01_synth.ipynb #2711763f
-def _ventricles(g, head, xs, yb, tissue):
-    "Lateral ventricles as two curved tubes; returns the mask and which side (-1 right, +1 left) each pixel is on."
-    S, n, sp = g.S, g.n, g.sp
-    vent, side_of = np.zeros((S, n, n), bool), np.zeros((S, n, n), np.int8)
-    sB, tt = head['B']/92*head['vent_scale']**0.3, np.linspace(0, 1, 17, dtype=np.float32)
-    for kz in np.nonzero((g.h > 0.2) & (g.h < 0.56))[0]:
-        hz = g.h[kz]
-        hw = head['vent_scale']*(6*np.exp(-((tt - 0.12)/0.12)**2)*_bell(hz, 0.42, 0.11)     # frontal horn
-                                 + 4*np.exp(-((tt - 0.5)/0.22)**2)*_bell(hz, 0.43, 0.13)      # body
-                                 + 7.5*np.exp(-((tt - 0.84)/0.13)**2)*_bell(hz, 0.33, 0.11))  # atrium
-        if hw.max() < 0.5*sp: continue
-        for side in (-1, 1):
-            cx = side*(1.2 + 0.9*hw + 14*np.clip(tt - 0.45, 0, None)*sB)
-            cy = (-28 + 58*tt)*sB
-            box = tissue[kz] & (np.abs(xs[kz]) < 50) & (np.abs(yb[kz]) < 60)           # only where they can be
-            inside = np.zeros((n, n), bool)
-            inside[box] = (np.hypot(xs[kz][box][:, None] - cx, yb[kz][box][:, None] - cy) - hw).min(-1) < 0
-            vent[kz] |= inside; side_of[kz][inside] = side
-    return vent, side_of
-
-# %% ../nbs/01_synth.ipynb #75fae9c2
-def _brain_frame(g, head, T):
-    "Brain coordinates (stretched away from the centre by the extra-axial thickness `T`), the CSF rim and the tissue inside it."
-    f = np.where(T > 0, np.clip(g.r_in/np.maximum(g.r_in - T, 1e-3), 1, 1.8), 1).astype(np.float32)
-    g.xb, g.yb, g.rb = g.xp*f, g.yp*f, g.r*f                 # brain coordinates: stretched away from the centre
-    g.eb = np.where(g.intra, (g.e - T)*f, -1).astype(np.float32)      # depth below the displaced brain surface
-    sgn = np.sign(np.cos(g.th))
-    push = np.where(T > 0, T*sgn, 0)
-    shift = (0.4*(push.max((1, 2)) + push.min((1, 2))))[:, None, None]   # midline pushed away from the bleed
-    g.xs = (g.xb + shift*np.exp(-(g.yb/45)**2)*np.clip(g.eb/15, 0, 1)).astype(np.float32)
-    ob3 = g.ob_k[:, None, None]
-    bz = g.intra & (g.eb >= 0)
-    rim_w = head['rim']*ob3
-    rim = bz & (g.eb < rim_w)
-    tissue = bz & ~rim
-    g.ec = (g.eb - rim_w).astype(np.float32)                 # depth below the brain surface
-    return rim, tissue
-
-# %% ../nbs/01_synth.ipynb #3c2f111f
-def _cortex(g, head, tissue):
-    "Sulci and the cortical grey matter of `tissue`."
-    S, n, px, gth = g.S, g.n, 1.0*g.sp, head['cortex']*g.ob_k[:, None, None]
-    # sulci: a phase φ(θ) whose integer crossings are sulcus centre lines; fewer sulci on the small top slices
-    ns = np.maximum(np.round(head['n_sulci']*np.clip(g.s_k, 0.3, 1)), 8)[:, None, None]
-    waves = np.sin(np.arange(1, 6)[:, None, None]*g.th + head['sulcus_phase'][:, None, None]).astype(np.float32)
-    amp = (head['sulcus_amp'][:, None]*(1 + 0.5*np.sin(head['sulcus_zfreq'][:, None]*g.zmm + head['sulcus_zphase'][:, None]))).astype(np.float32)
-    bend = (head['sulcus_bend'][:, None, None]*np.sin(np.arange(1, 4)[:, None, None]*g.th)).sum(0).astype(np.float32)
-    phi = ns*g.th/(2*np.pi) + np.einsum('js,jhw->shw', amp, waves) + bend*np.clip(g.ec, 0, None)/8   # sulci bend with depth
-    jr = np.round(phi)
-    idx = (jr % ns).astype(np.intp)
-    table = (head['sulcus_depth']*(0.75 + 0.25*np.sin(0.06*g.zmm[:, None] + np.arange(len(head['sulcus_depth']))))*g.ob_k[:, None])
-    g.depth = np.take_along_axis(table.astype(np.float32), idx.reshape(S, -1), 1).reshape(S, n, n)   # each sulcus its depth
-    g.arc = (np.abs(phi - jr)*2*np.pi/ns*g.rb).astype(np.float32)
-    g.ws = max(head['sulcus_width'], px)
-    sulci = tissue & (g.ec < g.depth) & (g.arc < g.ws/2*(1 - 0.35*g.ec/g.depth))
-    grey = tissue & ((g.ec < gth*(1 + 0.25*np.sin(2*np.pi*phi))) | ((g.arc < g.ws/2 + gth) & (g.ec < g.depth + 0.5*gth)))
-    return sulci, grey
-
-# %% ../nbs/01_synth.ipynb #9ddf13f5
-def _fissure(g, head, tissue, grey):
-    "The interhemispheric fissure; its grey-matter lining is added to `grey` in place."
-    h3, px, gth = g.h3, 1.0*g.sp, head['cortex']*g.ob_k[:, None, None]
-    g.wf = max(head['fissure_width'], px)
-    b = _bell(h3, 0.35, 0.18)
-    gap_lo = np.where(h3 >= 0.22, -0.42*g.B_in*b, -0.25*g.B_in); gap_hi = np.where(h3 >= 0.22, 0.45*g.B_in*b, 1e3)
-    g.has_fis = (h3 >= 0.15) & ~((g.yb > gap_lo) & (g.yb < gap_hi))
-    g.xm = g.xs + 1.2*np.sin(g.yb/22 + head['fissure_wave'])        # the midline is never quite straight
-    fissure = tissue & g.has_fis & (np.abs(g.xm) < g.wf/2)
-    grey |= tissue & g.has_fis & (np.abs(g.xm) < g.wf/2 + gth)
-    return fissure
-
-def _deep_nuclei(g, head, tissue):
-    "Lentiform nuclei and thalami as ellipses on both sides."
-    S, n, sB = g.S, g.n, head['B']/92*head['vent_scale']**0.3
-    deep, bd = np.zeros((S, n, n), bool), _bell(g.h3, 0.3, 0.1)
-    ks = np.nonzero(bd[:, 0, 0] > 0)[0]
-    xk, yk, bk = g.xs[ks], g.yb[ks], bd[ks]
-    for side in (-1, 1):
-        for (x0, y0, ax, ay) in ((22, -2, 6, 14), (9, 10, 7.5, 10)):       # lentiform nucleus, thalamus
-            deep[ks] |= ((xk - side*x0*sB)/(ax*bk))**2 + ((yk - y0*sB)/(ay*bk))**2 < 1
-    return deep & tissue
-
-# %% ../nbs/01_synth.ipynb #cd0e2cfa
-def _cisterns(g, head, tissue):
-    "Third ventricle, basal cisterns (perimesencephalic ring, suprasellar star) and fourth ventricle."
-    S, n, h3, px, sB = g.S, g.n, g.h3, 1.0*g.sp, head['B']/92*head['vent_scale']**0.3
-    w3 = max((1 + 3*head['atrophy']), px)
-    third = tissue & (np.abs(h3 - 0.27) < 0.07) & (np.abs(g.xs) < w3/2) & (g.yb > -10*sB) & (g.yb < 8*sB)
-    g.bc, g.wc = _bell(h3, 0.14, 0.08), max(1.5 + 2*head['atrophy'], px)
-    ks = np.nonzero(g.bc[:, 0, 0] > 0)[0]
-    g.dm, g.rm = np.full((S, n, n), 1e3, np.float32), 11*sB*g.bc     # perimesencephalic cistern around the midbrain
-    g.dm[ks] = np.hypot(g.xs[ks], g.yb[ks] - 4*sB)
-    star, ks = np.zeros_like(g.dm, dtype=bool), np.nonzero(g.bc[:, 0, 0] > 0.3)[0]   # suprasellar cistern: a star
-    for ang in np.deg2rad([-90, -30, -150, 20, 160]):
-        dd, _ = _segment_dist(g.xs[ks], g.yb[ks], (0, -11*sB), (8*np.cos(ang)*sB, -11*sB + 8*np.sin(ang)*sB))
-        star[ks] |= dd < g.wc/2
-    g.supra = star & (g.bc > 0.3) & (g.dm > g.rm)
-    cisterns = tissue & (g.bc > 0) & ((np.abs(g.dm - g.rm) < g.wc/2) | g.supra)
-    fourth, ks = np.zeros((S, n, n), bool), np.nonzero(g.h < 0.1)[0]
-    fourth[ks] = tissue[ks] & ((g.xs[ks]/(5*_bell(h3[ks], 0.02, 0.08) + 1e-3))**2 + ((g.yb[ks] - 0.45*g.B_in[ks])/3.5)**2 < 1)
-    return third, cisterns, fourth
-
-# %% ../nbs/01_synth.ipynb #9db0bb7c
-def _sylvian(g, head, tissue, grey):
-    "Both Sylvian fissures; their grey-matter lining is added to `grey` in place."
-    S, n, px, gth = g.S, g.n, 1.0*g.sp, head['cortex']*g.ob_k[:, None, None]
-    bsy, g.wsy = _bell(g.h3, 0.28, 0.14), max(1.5 + 2.5*head['atrophy'], px)
-    g.sylv_d, ks = np.full((S, n, n), 1e3, np.float32), np.nonzero(bsy[:, 0, 0] > 0)[0]
-    Ai, Bi = g.A_in[ks], g.B_in[ks]
-    for side in (-1, 1):
-        dd, _ = _segment_dist(g.xb[ks], g.yb[ks], (side*Ai*1.02, -0.12*Bi), (side*Ai*(1 - 0.5*bsy[ks]), -0.02*Bi))
-        g.sylv_d[ks] = np.minimum(g.sylv_d[ks], dd)
-    sylvian = tissue & (g.sylv_d < g.wsy/2)
-    grey |= tissue & (g.sylv_d < g.wsy/2 + gth)
-    return sylvian
-
-def _choroid_calcification(g, head, vent):
-    "Calcified choroid plexus in the atria of the lateral ventricles (in the heads that have it)."
-    S, n, h3, sB = g.S, g.n, g.h3, head['B']/92*head['vent_scale']**0.3
-    calc, ks = np.zeros((S, n, n), bool), np.nonzero(_bell(g.h, 0.33, 0.05) > 0)[0]
-    if head['choroid_calc']:
-        for side in (-1, 1):
-            calc[ks] |= vent[ks] & (np.hypot(g.xs[ks] - side*(1.2 + 0.9*7.5*head['vent_scale'] + 14*0.39*sB),
-                                             g.yb[ks] - (-28 + 58*0.84)*sB) < 2.2*_bell(h3[ks], 0.33, 0.05))
-    return calc
-
-# %% ../nbs/01_synth.ipynb #92eecd81
-def _skull_base(g):
-    "Bone of the skull base, the air cells of the sinuses, the soft tissue among them, and the anterior fossa floor region."
-    S, n, h3 = g.S, g.n, g.h3
-    # skull base: petrous ridges (tapering towards their apex), anterior fossa floor with the air of the sinuses
-    bp = _bell(h3, 0.02, 0.08)
-    base, ks = np.zeros((S, n, n), bool), np.nonzero(bp[:, 0, 0] > 0)[0]
-    Ai, Bi = g.A_in[ks], g.B_in[ks]
-    for side in (-1, 1):
-        dd, t = _segment_dist(g.xb[ks], g.yb[ks], (side*0.95*Ai, 0.12*Bi), (side*0.2*Ai, -0.08*Bi))
-        base[ks] |= g.intra[ks] & (dd < bp[ks]*(6.5 - 4.5*t))
-    front, cells, soft = (np.zeros((S, n, n), bool) for _ in range(3))
-    ks = np.nonzero(g.h < 0.06)[0]
-    xk, yk = g.xs[ks], g.yb[ks]
-    yfl = -g.B_in[ks]*(0.3 + 4*np.clip(h3[ks], -0.05, None)) + 0.008*xk**2    # curved back along the sphenoid wings
-    front[ks] = g.intra[ks] & (yk < yfl)
-    lobes = np.sin(0.55*xk + 0.4)*np.sin(0.45*yk + 1.3) + 0.6*np.sin(0.23*xk - 0.31*yk + 2.0) + 0.4*np.sin(0.9*yk + 0.2*xk)
-    cells[ks] = front[ks] & (yk < yfl - 3.5) & (np.abs(xk) < 15) & (lobes > -0.2)    # ethmoid / sphenoid air cells
-    soft[ks] = front[ks] & (yk < yfl - 3.5) & (np.abs(xk) >= 15) & (lobes < 0.9)     # orbital contents, bony islands
-    base |= front & ~cells & ~soft
-    return base, cells, soft, front
-
 # %% ../nbs/01_synth.ipynb #3635552a
 def brain_anatomy(g:SimpleNamespace, # from `head_layers`; gains the brain coordinates
                   head:dict, # the patient
                   T:np.ndarray, # thickness (mm) of extra-axial blood along each ray, from `extra_axial_bleeds`
                  ) -> dict:
     "Masks of the brain's compartments (rim, cortex, sulci, fissures, ventricles, nuclei, cisterns, skull base)."
-    rim, tissue = _brain_frame(g, head, T)
-    sulci, grey = _cortex(g, head, tissue)
-    fissure = _fissure(g, head, tissue, grey)
-    vent, g.vent_side = _ventricles(g, head, g.xs, g.yb, tissue)
-    deep = _deep_nuclei(g, head, tissue)
-    third, cisterns, fourth = _cisterns(g, head, tissue)
-    sylvian = _sylvian(g, head, tissue, grey)
-    calc = _choroid_calcification(g, head, vent)
-    base, cells, soft, front = _skull_base(g)
+    rim, tissue = brain_frame(g, head, T)
+    sulci, grey = cortex_and_sulci(g, head, tissue)
+    fissure = midline_fissure(g, head, tissue, grey)
+    vent, g.vent_side = lateral_ventricles(g, head, g.xs, g.yb, tissue)
+    deep = deep_nuclei(g, head, tissue)
+    third, cisterns, fourth = basal_cisterns(g, head, tissue)
+    sylvian = sylvian_fissures(g, head, tissue, grey)
+    calc = choroid_calcification(g, head, vent)
+    base, cells, soft, front = skull_base(g)
     csf = (rim | sulci | fissure | vent | third | cisterns | sylvian | fourth) & ~base & ~front
     return dict(rim=rim & ~base & ~front, tissue=tissue & ~base & ~front, grey=grey, deep=deep, sulci=(sulci | sylvian) & ~base & ~front,
                 fissure=fissure, ventricles=vent, third=third, cisterns=cisterns, fourth=fourth, csf=csf,
