@@ -10,6 +10,7 @@ import io, json, logging, os, queue, sys, threading, time, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd
+from fastcore.basics import patch
 from fastcore.script import call_parse
 
 import ich_nbdev
@@ -61,6 +62,19 @@ def _uint8_net(learn, settings:dict):
     net = learn.model.eval()
     return UInt8Net(net, settings['mean'], settings['std']).eval()
 
+# %% ../nbs/19_deploy.ipynb #a8a983f0
+def _traced(net, x, opset:int):
+    "The ONNX model traced from `net` on the batch `x`, and `net`'s probabilities for `x`."
+    import torch, onnx
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')          # the notice that the TorchScript-based exporter is the older of two
+        torch.onnx.export(net, (x,), buf, dynamo=False, opset_version=opset, input_names=['channels'],
+                          output_names=['probabilities'], dynamic_axes={'channels': {0: 'n'}, 'probabilities': {0: 'n'}})
+        want = net(x).numpy()
+    return onnx.load_from_string(buf.getvalue()), want
+
+# %% ../nbs/19_deploy.ipynb #a3dc6165
 def export_onnx(model, # a learner from `load_model`, or the path of `model.pkl` (or its folder)
                 out, # the ONNX file to write (replaced atomically)
                 opset:int=17, # ONNX opset
@@ -75,13 +89,7 @@ def export_onnx(model, # a learner from `load_model`, or the path of `model.pkl`
     net = _uint8_net(learn, settings)
     S, C = int(settings['cache_size']), int(settings['n_in'])
     x = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (4, C, S, S), dtype=np.uint8))
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')          # the notice that the TorchScript-based exporter is the older of two
-        torch.onnx.export(net, (x,), buf, dynamo=False, opset_version=opset, input_names=['channels'],
-                          output_names=['probabilities'], dynamic_axes={'channels': {0: 'n'}, 'probabilities': {0: 'n'}})
-        want = net(x).numpy()
-    m = onnx.load_from_string(buf.getvalue())
+    m, want = _traced(net, x, opset)
     m.metadata_props.add(key=ONNX_KEY, value=json.dumps(settings))
     m.doc_string = f"ich_nbdev {settings['arch']}: uint8 channels {settings['channels']} -> P({', '.join(SUBTYPES)})"
     onnx.checker.check_model(m)
@@ -97,6 +105,17 @@ def _ort():
     except ImportError: raise OnnxModelError("onnxruntime is not installed: pip install onnxruntime") from None
     return onnxruntime
 
+def _session(ort, src, where, threads:int|None):
+    "An ONNX Runtime session on the CPU for `src` (a path or bytes); what is not ONNX is refused in one line naming `where`."
+    opts = ort.SessionOptions()
+    if threads: opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try: return ort.InferenceSession(src, opts, providers=['CPUExecutionProvider'])
+    except Exception as e:
+        raise OnnxModelError(f"{where}: not an ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+
+# %% ../nbs/19_deploy.ipynb #8b084035
 class OnnxModel:
     "An ONNX file written by `export_onnx`, ready to predict on the CPU: `.ich` (its settings) and `.predict(x)`."
     runtime = 'onnx'                              # what `is_onnx` (chapter 13) looks for
@@ -107,15 +126,8 @@ class OnnxModel:
         self.path = None if isinstance(src, (bytes, bytearray)) else Path(src).expanduser()
         if self.path is not None and not self.path.is_file():
             raise OnnxModelError(f"{self.path}: no such ONNX file (ich-export writes one)")
-        opts = ort.SessionOptions()
-        if threads: opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         where = self.path if self.path is not None else 'the ONNX bytes'
-        try: self.session = ort.InferenceSession(src if self.path is None else str(self.path), opts,
-                                                 providers=['CPUExecutionProvider'])
-        except Exception as e:
-            raise OnnxModelError(f"{where}: not an ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        self.session = _session(ort, src if self.path is None else str(self.path), where, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         try: self.ich = json.loads(meta[ONNX_KEY])
         except (KeyError, ValueError):
@@ -131,24 +143,27 @@ class OnnxModel:
         scale, fov_mm = check_scale(self.ich.get('scale', 'fit'), self.ich.get('fov_mm'))
         return dict(size=int(self.ich['cache_size']), windows=','.join(self.ich['window_specs']), scale=scale, fov_mm=fov_mm)
 
-    def predict(self, x, # uint8 images `(N, C, S, S)`, as `preprocess_file` makes them
-                bs:int=64, # slices per run
-                flip_tta:bool=False, # average with the prediction of the mirror image
-               ) -> np.ndarray:
-        "Sigmoid probabilities `(N, 6)`."
-        x = np.asarray(x)
-        C, S = int(self.ich['n_in']), int(self.ich['cache_size'])
-        if x.ndim != 4 or x.shape[1:] != (C, S, S):
-            raise OnnxModelError(f"the model takes uint8 (N, {C}, {S}, {S}) images ({', '.join(self.ich['channels'])}); got {x.shape}")
-        if x.dtype != np.uint8: raise OnnxModelError(f"the model takes uint8 channels, not {x.dtype}")
-        run = lambda b: self.session.run(None, {self.input: np.ascontiguousarray(b)})[0]
-        out = []
-        for i in range(0, len(x), bs):
-            p = run(x[i:i+bs])
-            if flip_tta: p = (p + run(x[i:i+bs, ..., ::-1])) / 2
-            out.append(p.astype(np.float32))
-        return np.concatenate(out) if out else np.zeros((0, len(SUBTYPES)), np.float32)
+# %% ../nbs/19_deploy.ipynb #1f91aaf6
+@patch
+def predict(self:OnnxModel, x, # uint8 images `(N, C, S, S)`, as `preprocess_file` makes them
+            bs:int=64, # slices per run
+            flip_tta:bool=False, # average with the prediction of the mirror image
+           ) -> np.ndarray:
+    "Sigmoid probabilities `(N, 6)`."
+    x = np.asarray(x)
+    C, S = int(self.ich['n_in']), int(self.ich['cache_size'])
+    if x.ndim != 4 or x.shape[1:] != (C, S, S):
+        raise OnnxModelError(f"the model takes uint8 (N, {C}, {S}, {S}) images ({', '.join(self.ich['channels'])}); got {x.shape}")
+    if x.dtype != np.uint8: raise OnnxModelError(f"the model takes uint8 channels, not {x.dtype}")
+    run = lambda b: self.session.run(None, {self.input: np.ascontiguousarray(b)})[0]
+    out = []
+    for i in range(0, len(x), bs):
+        p = run(x[i:i+bs])
+        if flip_tta: p = (p + run(x[i:i+bs, ..., ::-1])) / 2
+        out.append(p.astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, len(SUBTYPES)), np.float32)
 
+# %% ../nbs/19_deploy.ipynb #26ef8161
 def load_onnx(path, # an ONNX file from `export_onnx` / `ich-export`, or a folder holding `model.onnx`
               threads:int|None=None, # intra-op threads (default: one per core)
              ) -> OnnxModel:
@@ -171,6 +186,7 @@ def _preprocess_paths(paths:list, kw:dict) -> tuple[np.ndarray, list, list]:
             ok.append(i)
     return np.stack(x) if x else None, ok, problems
 
+# %% ../nbs/19_deploy.ipynb #5f1708c6
 def _overlapped(chunks:list, prepare, consume, overlap:bool=True):
     "`consume(i, prepare(chunk))` for each chunk in order; with `overlap`, the next chunks are prepared in a thread meanwhile."
     if not overlap:
@@ -195,6 +211,16 @@ def _overlapped(chunks:list, prepare, consume, overlap:bool=True):
             try: q.get_nowait()
             except queue.Empty: t.join(0.01)
 
+# %% ../nbs/19_deploy.ipynb #93a48a0f
+def _prediction_table(meta:pd.DataFrame, rows:list, probs:list) -> pd.DataFrame:
+    "`PRED_COLUMNS` of the predicted slices: their rows of `meta` beside their probabilities, numbered in each series."
+    p = np.concatenate(probs) if probs else np.zeros((0, len(SUBTYPES)), np.float32)
+    index = meta.iloc[rows]
+    cols = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'path'] + (['instance_number'] if 'instance_number' in index else [])
+    preds = number_slices(pd.concat([index[cols].reset_index(drop=True), pd.DataFrame(p, columns=SUBTYPES)], axis=1))[PRED_COLUMNS]
+    return preds
+
+# %% ../nbs/19_deploy.ipynb #50ad3b3b
 def predict_dicom(model, # an `OnnxModel`, or the path of an ONNX file from `export_onnx`
                   dicom_dir, # folder of DICOM files (searched recursively), or a list of files
                   bs:int=32, # slices per run of the network
@@ -222,10 +248,7 @@ def predict_dicom(model, # an `OnnxModel`, or the path of an ONNX file from `exp
         if sum(len(a) for a in pending) >= bs or i == len(chunks) - 1: run_pending()
     _overlapped(chunks, lambda r: _preprocess_paths(paths[r.start:r.stop], kw), consume, overlap)
     run_pending()
-    p = np.concatenate(probs) if probs else np.zeros((0, len(SUBTYPES)), np.float32)
-    index = meta.iloc[rows]
-    cols = ['image_id', 'patient_id', 'study_id', 'series_id', 'z', 'path'] + (['instance_number'] if 'instance_number' in index else [])
-    preds = number_slices(pd.concat([index[cols].reset_index(drop=True), pd.DataFrame(p, columns=SUBTYPES)], axis=1))[PRED_COLUMNS]
+    preds = _prediction_table(meta, rows, probs)
     problems = pd.concat([b for b in bad if len(b)] or [bad[0]], ignore_index=True).sort_values('path', ignore_index=True)
     return preds, problems
 
@@ -244,6 +267,7 @@ def _cache_rows(learn, split:str='valid'):
     x = np.asarray(rows.arr[rows.rows])
     return (x[:, rows.channels] if rows.channels is not None else x), rows.y
 
+# %% ../nbs/19_deploy.ipynb #a582005f
 def quantize_onnx(src, # an ONNX file from `export_onnx`
                   out, # the int8 file to write
                   calib:np.ndarray, # uint8 slices `(N, C, S, S)` to calibrate the activation ranges on (a few dozen)
@@ -269,6 +293,7 @@ def quantize_onnx(src, # an ONNX file from `export_onnx`
     m.metadata_props.add(key=ONNX_KEY, value=json.dumps(dict(settings, int8='static QDQ, per-channel weights')))
     return write_bytes_atomic(Path(out).expanduser(), m.SerializeToString())
 
+# %% ../nbs/19_deploy.ipynb #46f9eeca
 def int8_check(learn, # the learner both files were exported from
                fp32, int8, # the ONNX files: `export_onnx`'s and `quantize_onnx`'s
                threads:int|None=None, # ONNX Runtime threads for the timing
@@ -286,6 +311,16 @@ def int8_check(learn, # the learner both files were exported from
                          s_per_32_slices=secs * 32 / len(xb), mb=Path(path).stat().st_size / 1e6))
     return pd.DataFrame(rows).set_index('model')
 
+# %% ../nbs/19_deploy.ipynb #8c68381b
+def _export_paths(model:str, out:str|None) -> tuple[Path, Path]:
+    "The model file `ich-export` reads and the ONNX file it writes; an output name that cannot be one is a `UsageError`."
+    src = Path(model).expanduser()
+    if src.is_dir() and (src/'model.pkl').is_file(): src = src/'model.pkl'
+    dest = Path(out).expanduser() if out is not None else src.with_name('model.onnx')
+    if dest.suffix != '.onnx': raise UsageError(f"--out must end in .onnx, not '{dest.name}'")
+    if dest.is_dir(): raise UsageError(f"--out {dest} is a folder; give the file's name, e.g. {dest/'model.onnx'}")
+    return src, dest
+
 # %% ../nbs/19_deploy.ipynb #8062914f
 @call_parse
 def ich_export(model:str, # exported model: model.pkl from ich-train, or its folder
@@ -298,11 +333,7 @@ def ich_export(model:str, # exported model: model.pkl from ich-train, or its fol
     with cli_errors('ich-export'):
         t0 = time.time()
         check_arg('--opset', opset, lo=13, hint='17 is what the exporter is tested with')
-        src = Path(model).expanduser()
-        if src.is_dir() and (src/'model.pkl').is_file(): src = src/'model.pkl'
-        dest = Path(out).expanduser() if out is not None else src.with_name('model.onnx')
-        if dest.suffix != '.onnx': raise UsageError(f"--out must end in .onnx, not '{dest.name}'")
-        if dest.is_dir(): raise UsageError(f"--out {dest} is a folder; give the file's name, e.g. {dest/'model.onnx'}")
+        src, dest = _export_paths(model, out)
         from ich_nbdev.inference import load_model, writable_dir
         writable_dir(dest.parent, '--out')
         learn = load_model(src, cpu=True)

@@ -47,6 +47,28 @@ def _values(col:pd.Series, name:str, where:str) -> pd.Series:
                                        f"{', '.join(map(repr, s[bad].unique()[:5]))}")
     return v.astype(float)
 
+# %% ../nbs/16_evaluate.ipynb #d6e87c57
+def _long_labels(df:pd.DataFrame, cols:dict, where:str) -> pd.DataFrame:
+    "Labels from the RSNA long format (`ID_<image>_<subtype>,Label`), one row per image; rows that disagree are an error."
+    ids = df[cols['id']].str.rsplit('_', n=1)
+    long = pd.DataFrame(dict(image_id=ids.str[0], cls=ids.str[1], v=_values(df[cols['label']], 'Label', where))).drop_duplicates()
+    clash = long.duplicated(['image_id', 'cls'], keep=False)
+    if clash.any(): raise EvalLabelError(f"{where}: rows disagree for {', '.join(long.image_id[clash].unique()[:5])}")
+    out = long.pivot(index='image_id', columns='cls', values='v').reindex(columns=SUBTYPES)
+    out.columns.name = None; out.attrs['level'] = 'slice'
+    return out
+
+def _without_repeats(out:pd.DataFrame, where:str) -> pd.DataFrame:
+    "`out` with each repeated id once; an id whose rows disagree is an error."
+    dup = out.index.duplicated(keep=False)
+    if dup.any():
+        d = out[dup]
+        if (d.groupby(level=0).nunique(dropna=False) > 1).any().any():
+            raise EvalLabelError(f"{where}: rows disagree for {', '.join(d.index.unique()[:5])}")
+        out = out[~out.index.duplicated()]
+    return out
+
+# %% ../nbs/16_evaluate.ipynb #ef258c6e
 def read_eval_labels(path, # CSV: RSNA long (`ID,Label`) or wide (an id column and a column per class; blank = unknown)
                     ) -> pd.DataFrame:
     "Labels with index `image_id` (or `study_id`), one float column per `SUBTYPES` (NaN: unknown); `attrs['level']`."
@@ -57,13 +79,7 @@ def read_eval_labels(path, # CSV: RSNA long (`ID,Label`) or wide (an id column a
     where = p.name
     cols = {c.strip().lower(): c for c in df.columns}
     if set(cols) == {'id', 'label'} and df[cols['id']].str.rsplit('_', n=1).str[-1].isin(SUBTYPES).all() and len(df):
-        ids = df[cols['id']].str.rsplit('_', n=1)
-        long = pd.DataFrame(dict(image_id=ids.str[0], cls=ids.str[1], v=_values(df[cols['label']], 'Label', where))).drop_duplicates()
-        clash = long.duplicated(['image_id', 'cls'], keep=False)
-        if clash.any(): raise EvalLabelError(f"{where}: rows disagree for {', '.join(long.image_id[clash].unique()[:5])}")
-        out = long.pivot(index='image_id', columns='cls', values='v').reindex(columns=SUBTYPES)
-        out.columns.name = None; out.attrs['level'] = 'slice'
-        return out
+        return _long_labels(df, cols, where)
     if 'study_id' in cols and not any(c in cols for c in _ID_COLUMNS): idc, level = cols['study_id'], 'study'
     else:
         idc = next((cols[c] for c in _ID_COLUMNS if c in cols), None)
@@ -73,12 +89,7 @@ def read_eval_labels(path, # CSV: RSNA long (`ID,Label`) or wide (an id column a
     if not found: raise EvalLabelError(f"{where}: no label column; name them {', '.join(SUBTYPES)} (or EDH, IPH, IVH, SAH, SDH, hemorrhage)")
     out = pd.DataFrame({cls: _values(df[c], c, where) for c, cls in found.items()}).reindex(columns=SUBTYPES)
     out.index = pd.Index(df[idc].map(_stem) if level == 'slice' else df[idc].astype(str), name=f'{level}_id')
-    dup = out.index.duplicated(keep=False)
-    if dup.any():
-        d = out[dup]
-        if (d.groupby(level=0).nunique(dropna=False) > 1).any().any():
-            raise EvalLabelError(f"{where}: rows disagree for {', '.join(d.index.unique()[:5])}")
-        out = out[~out.index.duplicated()]
+    out = _without_repeats(out, where)
     out.attrs['level'] = level
     return out
 
@@ -161,6 +172,7 @@ def class_metrics(labels:pd.DataFrame, # `SUBTYPES` columns, 0/1 or NaN (unknown
                         log_loss=float(_binary_ll(y, p).mean()) if k.any() else float('nan')))
     return pd.DataFrame(out).set_index('cls')
 
+# %% ../nbs/16_evaluate.ipynb #2ea0749e
 def weighted_log_loss_known(labels:pd.DataFrame, probs:pd.DataFrame) -> tuple[float, int]:
     "The challenge's weighted log loss (`any` ×2) over the rows whose six labels are all known, and their number."
     from ich_nbdev.metrics import weighted_log_loss
@@ -168,6 +180,7 @@ def weighted_log_loss_known(labels:pd.DataFrame, probs:pd.DataFrame) -> tuple[fl
     if not k.any(): return float('nan'), 0
     return float(weighted_log_loss(labels[SUBTYPES].to_numpy()[k].astype(int), probs[SUBTYPES].to_numpy()[k])), int(k.sum())
 
+# %% ../nbs/16_evaluate.ipynb #c024a199
 def study_level(preds:pd.DataFrame, # slice predictions with `study_id`, `patient_id`, `SUBTYPES`
                 labels:pd.DataFrame|None=None, # slice labels (index `image_id`) to take study labels from, or study labels
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -202,6 +215,7 @@ def is_synthetic_input(src) -> bool:
     p = Path(src).expanduser().absolute()
     return any((q/'synth_info.json').is_file() for q in [p, *list(p.parents)[:2]] if q.is_dir())
 
+# %% ../nbs/16_evaluate.ipynb #df59708a
 def input_warnings(learn, # the model
                    slices:pd.DataFrame, # the slices it is applied to (`study_id`, `spacing_row`)
                    src, # where they come from
@@ -257,6 +271,7 @@ def source_predictions(learn, src, # the model and a source `read_source` reads
             for r in series[~series.chosen].itertuples()]
     return preds, pd.concat([problems, pd.DataFrame(rows, columns=PROBLEM_COLUMNS)], ignore_index=True)
 
+# %% ../nbs/16_evaluate.ipynb #2a02b003
 def evaluate_predictions(preds:pd.DataFrame, # from `predict_source` (or `predict_folder`): `image_id`, `study_id`, `patient_id`, `SUBTYPES`
                          labels:pd.DataFrame, # from `read_eval_labels`
                          threshold:float=0.5, n_boot:int=1000, seed:int=0,
@@ -327,6 +342,7 @@ def _html_table(head, rows):
     return ('<table><tr>' + ''.join(f'<th>{e(h)}</th>' for h in head) + '</tr>'
             + ''.join('<tr>' + ''.join(f'<td>{e(str(c))}</td>' for c in r) + '</tr>' for r in rows) + '</table>')
 
+# %% ../nbs/16_evaluate.ipynb #4bd4d558
 def report_sections(record:list, warnings_:list, summary:list, res:dict, skipped:pd.DataFrame, problems:pd.DataFrame, threshold:float):
     "Sections of the report as `(title, kind, content)`; content holds text from input files, escaped by the writer."
     secs = [('Model', 'lines', record)]
@@ -343,6 +359,7 @@ def report_sections(record:list, warnings_:list, summary:list, res:dict, skipped
     if len(problems): secs.append(('Problems', 'table', (['file', 'reason'], [[Path(r.path).name, r.reason] for r in problems.itertuples()])))
     return secs
 
+# %% ../nbs/16_evaluate.ipynb #87f441d3
 def write_report(secs:list, out:Path, title:str='External validation') -> tuple[Path, Path]:
     "`report.md` and `report.html` from `report_sections` (every text escaped in the HTML)."
     md, h = [f'# {title}'], [f'<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>'
@@ -357,6 +374,34 @@ def write_report(secs:list, out:Path, title:str='External validation') -> tuple[
         elif kind == 'images':
             md += [f'![{n}]({n})' for n in c]; h += [f'<img src="{html.escape(n)}" width="360">' for n in c]
     return (write_text_atomic(out/'report.md', '\n'.join(md) + '\n'), write_text_atomic(out/'report.html', '\n'.join(h) + '\n'))
+
+# %% ../nbs/16_evaluate.ipynb #34168928
+def _write_tables(out:Path, preds, problems, series, res:dict, thr:float, warn:list):
+    "`predictions.csv`, `problems.csv`, `series.csv`, `metrics.csv` and `metrics.json` in `out`."
+    write_table_atomic(preds.drop(columns=['notes'], errors='ignore'), out/'predictions.csv')
+    write_table_atomic(problems, out/'problems.csv')
+    write_table_atomic(series, out/'series.csv')
+    tables = {k: res[k] for k in ('slice', 'study') if res.get(k) is not None}
+    write_table_atomic(pd.concat(tables, names=['level']).reset_index(), out/'metrics.csv')
+    summary_json = dict(level=res['level'], threshold=thr, slices=len(preds), studies=int(preds.study_id.nunique()),
+                        weighted_log_loss=res.get('weighted_log_loss'), problems=len(problems), warnings=warn,
+                        **{f'{k}_auc': {c: v for c, v in t.auc.items()} for k, t in tables.items()})
+    write_text_atomic(out/'metrics.json', json.dumps(summary_json, indent=1, default=float))
+
+def _write_figures(out:Path, l:pd.DataFrame, p:pd.DataFrame, level:str):
+    "`roc.png` and `calibration.png` of labels `l` and scores `p` in `out`."
+    with matplotlib.rc_context({'figure.dpi': 80}):
+        ax = plot_roc_known(l, p, title=f"ROC, {level} level"); ax.figure.savefig(out/'roc.png', bbox_inches='tight'); plt.close(ax.figure)
+        ax = plot_calibration(l, p, title=f"calibration of P(any), {level} level"); ax.figure.savefig(out/'calibration.png', bbox_inches='tight'); plt.close(ax.figure)
+
+def _data_summary(data, labels, preds, series, problems, res:dict) -> list[str]:
+    "The report's lines on what was read: the source, its counts, the label file."
+    kinds = ', '.join(sorted(preds.kind.unique()))
+    name = Path(data).name if isinstance(data, (str, os.PathLike)) else f"{len(data)} files"
+    summary = [f"source: {name} ({kinds}): {len(preds)} slices of {preds.study_id.nunique()} studies read, "
+               f"{int((~series.chosen).sum())} series not read, {len(problems)} problem(s)",
+               f"labels: {Path(labels).name}, per {res['level']}" + (f"; {res.get('unlabelled_slices', 0)} slices without a label" if res['level'] == 'slice' else '')]
+    return summary
 
 # %% ../nbs/16_evaluate.ipynb #e0db0d32
 def evaluate(model, # a learner from `load_model`, or the path of `model.pkl`
@@ -382,27 +427,23 @@ def evaluate(model, # a learner from `load_model`, or the path of `model.pkl`
                                    reason=f"labelled in {Path(labels).name}, but no such {res['level']} was read"))], ignore_index=True)
     out = Path(out).expanduser(); out.mkdir(parents=True, exist_ok=True)
     preds = preds.assign(marked=preds.study_id.isin(marked))
-    write_table_atomic(preds.drop(columns=['notes'], errors='ignore'), out/'predictions.csv')
-    write_table_atomic(problems, out/'problems.csv')
-    write_table_atomic(series, out/'series.csv')
-    tables = {k: res[k] for k in ('slice', 'study') if res.get(k) is not None}
-    write_table_atomic(pd.concat(tables, names=['level']).reset_index(), out/'metrics.csv')
-    summary_json = dict(level=res['level'], threshold=thr, slices=len(preds), studies=int(preds.study_id.nunique()),
-                        weighted_log_loss=res.get('weighted_log_loss'), problems=len(problems), warnings=warn,
-                        **{f'{k}_auc': {c: v for c, v in t.auc.items()} for k, t in tables.items()})
-    write_text_atomic(out/'metrics.json', json.dumps(summary_json, indent=1, default=float))
+    _write_tables(out, preds, problems, series, res, thr, warn)
     l, p = (lab.reindex(preds.image_id).reset_index(drop=True), preds) if res['level'] == 'slice' else (res['study_labels'], res['study_scores'])
-    with matplotlib.rc_context({'figure.dpi': 80}):
-        ax = plot_roc_known(l, p, title=f"ROC, {res['level']} level"); ax.figure.savefig(out/'roc.png', bbox_inches='tight'); plt.close(ax.figure)
-        ax = plot_calibration(l, p, title=f"calibration of P(any), {res['level']} level"); ax.figure.savefig(out/'calibration.png', bbox_inches='tight'); plt.close(ax.figure)
-    kinds = ', '.join(sorted(preds.kind.unique()))
-    name = Path(data).name if isinstance(data, (str, os.PathLike)) else f"{len(data)} files"
-    summary = [f"source: {name} ({kinds}): {len(preds)} slices of {preds.study_id.nunique()} studies read, "
-               f"{int((~series.chosen).sum())} series not read, {len(problems)} problem(s)",
-               f"labels: {Path(labels).name}, per {res['level']}" + (f"; {res.get('unlabelled_slices', 0)} slices without a label" if res['level'] == 'slice' else '')]
+    _write_figures(out, l, p, res['level'])
+    summary = _data_summary(data, labels, preds, series, problems, res)
     skipped = series[~series.chosen]
     write_report(report_sections(model_record(learn), warn, summary, res, skipped, problems, thr), out)
     return dict(res, preds=preds, problems=problems, series=series, warnings=warn, out=out)
+
+# %% ../nbs/16_evaluate.ipynb #6b8ae8e8
+def _print_evaluation(r:dict, t0:float, out):
+    "What `ich-evaluate` prints when done: warnings, counts and time since `t0`, the AUC of `any`, where the report is."
+    for w in r['warnings']: print(f"WARNING: {w}")
+    t = r.get('slice') if r.get('slice') is not None else r['study']
+    print(f"{len(r['preds'])} slices of {r['preds'].study_id.nunique()} studies scored ({r['level']} labels), "
+          f"{len(r['problems'])} problem(s), {time.time() - t0:.1f} s")
+    if t is not None: print(f"AUC any: {_fmt(t.at['any', 'auc'])} ({_fmt(t.at['any', 'auc_lo'])}–{_fmt(t.at['any', 'auc_hi'])})")
+    print(f"report: {show_path(Path(out)/'report.html')}")
 
 # %% ../nbs/16_evaluate.ipynb #07f76557
 @call_parse
@@ -431,9 +472,4 @@ def ich_evaluate(model:str, # exported model (model.pkl from ich-train) or its f
         for line in model_record(learn): print(line)
         t0 = time.time()
         r = evaluate(learn, data, labels, out, threshold, n_boot, window, pixel_mm, thickness, tta, seed, progress=True)
-        for w in r['warnings']: print(f"WARNING: {w}")
-        t = r.get('slice') if r.get('slice') is not None else r['study']
-        print(f"{len(r['preds'])} slices of {r['preds'].study_id.nunique()} studies scored ({r['level']} labels), "
-              f"{len(r['problems'])} problem(s), {time.time() - t0:.1f} s")
-        if t is not None: print(f"AUC any: {_fmt(t.at['any', 'auc'])} ({_fmt(t.at['any', 'auc_lo'])}–{_fmt(t.at['any', 'auc_hi'])})")
-        print(f"report: {show_path(Path(out)/'report.html')}")
+        _print_evaluation(r, t0, out)

@@ -72,6 +72,7 @@ def _stage_explore(s):
     s['figures'] = explore_figures(s['data'], s['out']/'explore', meta=s['meta'])
     print(f"    {len(s['figures'])} files in {_shown(s, s['out']/'explore')}")
 
+# %% ../nbs/18_pipeline.ipynb #916184ba
 def _f(v, digits=4): return 'n/a' if v is None or v != v else f'{v:.{digits}f}'
 
 def _vs(v, prior) -> str:
@@ -85,6 +86,7 @@ def _stage_cache(s):
     s['cache'] = s['out']/'cache'
     print('    ' + ', '.join(f"{k}: {v['slices']} slices" for k, v in info['splits'].items()))
 
+# %% ../nbs/18_pipeline.ipynb #27ec672c
 def epoch_lines(history, # `history.csv` written by `train_model`
                ) -> list:
     "One line per epoch with its figures, for a log."
@@ -106,6 +108,7 @@ def _stage_train(s):
     print(f"    validation fold: weighted log loss {_f(r['weighted_log_loss'])} (prior-only {_f(r['prior_log_loss'])}, "
           f"{_vs(r['weighted_log_loss'], r['prior_log_loss'])}), AUC(any) {_f(r['auc_any'], 3)}; {r['train_seconds']:.0f} s")
 
+# %% ../nbs/18_pipeline.ipynb #01e66cd1
 def _stage_predict(s):
     test_dir, sample = s['paths'].test_dir, s['paths'].sample_submission
     if test_dir is None: raise FileNotFoundError(f"{s['paths'].root}: no test folder to predict")
@@ -126,34 +129,41 @@ def _stage_predict(s):
               f"{_vs(m.loc['summary', 'log_loss'], s['test_prior'])}), AUC(any) {_f(m.loc['any', 'auc'], 3)}")
     print(f"    {len(sub)} submission rows for {len(preds)} images, {len(problems)} problem file(s)")
 
+# %% ../nbs/18_pipeline.ipynb #35dbc538
 def _stage_triage(s):
     s['triage'] = triage_report(s['model'], s['paths'].test_dir, s['out']/'triage', max_studies=s['max_studies'],
                                 progress=s['bars'])
     print(f"    {len(s['triage']['worklist'])} studies ranked; report: {_shown(s, s['out']/'triage'/'index.html')}")
 
+# %% ../nbs/18_pipeline.ipynb #9c3fab0c
+def _model_section(s) -> list:
+    "The summary's model section: its training recipe, and its figures on the test folder and the validation fold."
+    t = s['train']
+    lines = ['## Model', '',
+             f"`{t['arch']}` trained from scratch for {t['epochs']} epochs at {t['size']} px on {t['train_slices']} "
+             f"slices in {t['train_seconds']:.0f} s: batch {t['bs']}, lr {t['lr']:g}, weight decay {t['wd']}, output layer "
+             f"started at the class log-odds: {'yes' if t['prior_bias'] else 'no'}, residual blocks started as the "
+             f"identity: {'yes' if t['zero_init'] else 'no'}, seed {s['seed']}.", '',
+             '| | slices | weighted log loss | prior-only | vs prior-only | AUC(any) |', '|---|---|---|---|---|---|']
+    if 'test_metrics' in s:
+        m, prior = s['test_metrics'], s['test_prior']
+        wll = m.loc['summary', 'log_loss']
+        lines.append(f"| test folder | {len(s['test_preds'])} | {_f(wll)} | {_f(prior)} | {_vs(wll, prior)} | {_f(m.loc['any', 'auc'], 3)} |")
+    lines += [f"| validation fold | {t['valid_slices']} | {_f(t['weighted_log_loss'])} | {_f(t['prior_log_loss'])} | "
+              f"{_vs(t['weighted_log_loss'], t['prior_log_loss'])} | {_f(t['auc_any'], 3)} |", '',
+              "The prior-only figure is the weighted log loss of predicting every slice at the training labels' "
+              "frequency of each subtype (all training images for the test folder, the training folds for the "
+              "validation fold): a model that learnt nothing from the images scores that.", '']
+    return lines
+
+# %% ../nbs/18_pipeline.ipynb #a066f48a
 def _summary(s) -> str:
     labels = read_labels(s['paths'].train_csv)
     rel = lambda p: Path(p).relative_to(s['out']) if Path(p).is_relative_to(s['out']) else Path(p)
     data = f"`{rel(s['data'])}/`" + (f" (synthetic: {s['n_studies']} training and {s['n_test_studies']} test studies of "
                                       f"{s['slices']} slices, {s['size']} px, seed {s['seed']})" if s.get('synthetic') else '')
     lines = ['# ich_nbdev demo results', '', f"Data: {data}", '']
-    if 'train' in s:
-        t = s['train']
-        lines += ['## Model', '',
-                  f"`{t['arch']}` trained from scratch for {t['epochs']} epochs at {t['size']} px on {t['train_slices']} "
-                  f"slices in {t['train_seconds']:.0f} s: batch {t['bs']}, lr {t['lr']:g}, weight decay {t['wd']}, output layer "
-                  f"started at the class log-odds: {'yes' if t['prior_bias'] else 'no'}, residual blocks started as the "
-                  f"identity: {'yes' if t['zero_init'] else 'no'}, seed {s['seed']}.", '',
-                  '| | slices | weighted log loss | prior-only | vs prior-only | AUC(any) |', '|---|---|---|---|---|---|']
-        if 'test_metrics' in s:
-            m, prior = s['test_metrics'], s['test_prior']
-            wll = m.loc['summary', 'log_loss']
-            lines.append(f"| test folder | {len(s['test_preds'])} | {_f(wll)} | {_f(prior)} | {_vs(wll, prior)} | {_f(m.loc['any', 'auc'], 3)} |")
-        lines += [f"| validation fold | {t['valid_slices']} | {_f(t['weighted_log_loss'])} | {_f(t['prior_log_loss'])} | "
-                  f"{_vs(t['weighted_log_loss'], t['prior_log_loss'])} | {_f(t['auc_any'], 3)} |", '',
-                  "The prior-only figure is the weighted log loss of predicting every slice at the training labels' "
-                  "frequency of each subtype (all training images for the test folder, the training folds for the "
-                  "validation fold): a model that learnt nothing from the images scores that.", '']
+    if 'train' in s: lines += _model_section(s)
     lines += ['## Labels (train)', '', label_counts(labels).to_markdown(), '']
     lines += ['## Stages', '', '| stage | seconds |', '|---|---|'] + [f'| {k} | {v} |' for k, v in s['timings'].items()]
     files = sorted(p for p in s['out'].rglob('*') if p.is_file() and rel(p).parts[0] not in ('data', 'cache')
@@ -162,6 +172,7 @@ def _summary(s) -> str:
     if len(s['problems']): lines += ['', f"## Problem files ({len(s['problems'])})", '', s['problems'].to_markdown(index=False)]
     return '\n'.join(lines) + '\n'
 
+# %% ../nbs/18_pipeline.ipynb #1d9f0f27
 STAGES = [('data', _stage_data), ('metadata', _stage_meta), ('explore', _stage_explore), ('cache', _stage_cache),
           ('train', _stage_train), ('predict', _stage_predict), ('triage', _stage_triage)]
 
@@ -170,6 +181,7 @@ def _check_float(name, v, lo, hi, hint=''):
     if not (isinstance(v, (int, float)) and lo <= v <= hi):
         raise UsageError(f"{name} must be between {lo:g} and {hi:g}, not {v!r}" + (f"; {hint}" if hint else ''))
 
+# %% ../nbs/18_pipeline.ipynb #73d7fe51
 def check_demo_args(data=None, n_studies:int=480, n_test_studies:int=120, slices:int=4, size:int=128, seed:int=42,
                     arch:str='resnet10t', image_size:int=64, windows:str='brain,subdural,bone', epochs:int=12,
                     bs:int=16, lr:float=3e-3, wd:float=0.05, zero_init:bool=True, max_studies:int=25,
@@ -200,6 +212,7 @@ def check_demo_args(data=None, n_studies:int=480, n_test_studies:int=120, slices
         try: zero_init_residual(timm.create_model(arch, pretrained=False, num_classes=len(SUBTYPES)))
         except ValueError as e: raise UsageError(f"--arch {arch}: {e}; pass --no-zero-init for such a network") from None
 
+# %% ../nbs/18_pipeline.ipynb #ea482e10
 def run_demo(out, # output folder (created when missing)
              data=None, # an RSNA-layout folder to use instead of generating the synthetic sample
              n_studies:int=480, n_test_studies:int=120, slices:int=4, size:int=128, seed:int=42, # synthetic sample (seed: also training)
@@ -226,6 +239,7 @@ def run_demo(out, # output folder (created when missing)
     print(f"done in {s['seconds']:.1f} s; summary: {_shown(s, out/'summary.md')}")
     return s
 
+# %% ../nbs/18_pipeline.ipynb #7032de39
 @call_parse
 def ich_demo(out:str, # output folder, e.g. out/demo (created when missing; a second run reuses its data and cache)
              data:str=None, # an RSNA-layout folder (default: generate the synthetic sample into OUT/data)

@@ -127,6 +127,18 @@ def scale_args(learn) -> dict:
     "The physical-scale arguments of `preprocess_file` for a model (`preprocess_args` without size and windows)."
     return {k: v for k, v in preprocess_args(learn).items() if k not in ('size', 'windows')}
 
+# %% ../nbs/17_triage.ipynb #75343df1
+def _strip_slice(ai, ab, img, p:float, i:int, size:int, framed:bool):
+    "One slice of a study strip: image `img`, numbered `i + 1` and framed red when `framed`, in `ai`; its P(any) `p` as a bar in `ab`."
+    ai.imshow(img, cmap='gray', vmin=0, vmax=255)
+    ai.text(3, 3, str(i + 1), color='w', fontsize=6, va='top')
+    if framed: ai.add_patch(plt.Rectangle((0, 0), size-1, size-1, fill=False, edgecolor='red', lw=2))
+    ab.set_axis_on(); ab.set_xlim(0, 1); ab.set_ylim(-0.5, 0.5); ab.set_xticks([]); ab.set_yticks([])
+    ab.barh(0, p, height=1, color=plt.cm.RdYlGn_r(p))
+    ab.text(0.97, 0, f'{p:.2f}', fontsize=6, ha='right', va='center', color='w' if p > 0.75 else 'k')
+    for s in ab.spines.values(): s.set_linewidth(0.3)
+
+# %% ../nbs/17_triage.ipynb #cdb84c2f
 def plot_study_strip(preds:pd.DataFrame, # slice predictions with `path` (as `predict_folder` returns them)
                      study_id:str, # the study to show
                      truth=None, # optional 0/1 per image (Series indexed by image_id): slices with a bleed get a red frame
@@ -148,14 +160,7 @@ def plot_study_strip(preds:pd.DataFrame, # slice predictions with `path` (as `pr
     for a in axs.flat: a.set_axis_off()
     for i in range(n):
         r, c = divmod(i, ncols)
-        ai, ab = axs[2*r, c], axs[2*r+1, c]
-        ai.imshow(imgs[i], cmap='gray', vmin=0, vmax=255)
-        ai.text(3, 3, str(i + 1), color='w', fontsize=6, va='top')
-        if t is not None and t[i] > 0: ai.add_patch(plt.Rectangle((0, 0), size-1, size-1, fill=False, edgecolor='red', lw=2))
-        ab.set_axis_on(); ab.set_xlim(0, 1); ab.set_ylim(-0.5, 0.5); ab.set_xticks([]); ab.set_yticks([])
-        ab.barh(0, pa[i], height=1, color=plt.cm.RdYlGn_r(pa[i]))
-        ab.text(0.97, 0, f'{pa[i]:.2f}', fontsize=6, ha='right', va='center', color='w' if pa[i] > 0.75 else 'k')
-        for s in ab.spines.values(): s.set_linewidth(0.3)
+        _strip_slice(axs[2*r, c], axs[2*r+1, c], imgs[i], pa[i], i, size, t is not None and t[i] > 0)
     note = '; red frame: bleed in the ground truth' if t is not None else ''
     fig.suptitle(f"study {study_id}: {n} slices in z order, P(any) under each{note}", fontsize=9, y=0.995)
     return fig
@@ -225,6 +230,7 @@ def gradcam(learn, # a trained (or loaded) learner
         out.append((cam / cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]).clamp_(0, 1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, *x.shape[-2:]), np.float32)
 
+# %% ../nbs/17_triage.ipynb #9be91a7f
 def overlay_heatmap(gray, # (S, S) image: uint8, or float in [0, 1]
                     heat, # heatmap in [0, 1] (resized to the image when its size differs)
                     alpha:float=0.55, # opacity of the hottest colour
@@ -241,6 +247,7 @@ def overlay_heatmap(gray, # (S, S) image: uint8, or float in [0, 1]
     rgb = g[..., None] * (1 - a) + matplotlib.colormaps[cmap](h)[..., :3] * a
     return (rgb * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
+# %% ../nbs/17_triage.ipynb #64e47406
 def plot_heatmaps(gray, # (N, S, S) brain-window images
                   heat, # (N, S, S) heatmaps in [0, 1]
                   titles=None, # one title per slice
@@ -299,6 +306,7 @@ figcaption{color:#ddd;font-size:11px;padding:2px 2px 0}
 footer{font-size:12px;color:#5b6670}
 """
 
+# %% ../nbs/17_triage.ipynb #c59d38f4
 def _subtype_bars(r) -> str:
     cells = [f'<span title="{s}">{ABBREV[s]}</span><span class="bar"><i style="width:{getattr(r, "max_" + s)*100:.0f}%;'
              f'background:{_colour(getattr(r, "max_" + s))}"></i></span><span>{getattr(r, "max_" + s):.2f}</span>'
@@ -312,12 +320,9 @@ def _figure(s:dict, n:int, target:str) -> str:
             f'<img src="{s["heat"]}" alt="Grad-CAM of {e(target)}" width="{s["px"]}" height="{s["px"]}">'
             f'<figcaption>{cap}</figcaption></figure>')
 
-def render_report(wl:pd.DataFrame, # from `worklist`
-                  cards:dict, # study_id -> dict(p_any, top_positions, slices=[dict(image_id, position, p_any, plain, heat, px | error)])
-                  problems:pd.DataFrame, # files that could not be used: path, reason
-                  info:dict, # folder, n_slices, model, score_rule, target, generated
-                 ) -> str:
-    "The worklist as one self-contained HTML page: table, a card per study in `cards`, problems."
+# %% ../nbs/17_triage.ipynb #68559b46
+def _worklist_table(wl:pd.DataFrame, cards:dict) -> str:
+    "The worklist as an HTML table, each study drawn in `cards` linked to its card."
     e = html.escape
     rows = ''.join(
         f'<tr><td class="num">{r.rank}</td><td>'
@@ -328,6 +333,11 @@ def render_report(wl:pd.DataFrame, # from `worklist`
     table = ('<table class="worklist"><thead><tr><th>rank</th><th>study</th><th>patient</th><th>score</th><th>slices</th>'
              + ''.join(f'<th title="{s}: highest slice probability">{ABBREV[s]}</th>' for s in SUBTYPES[:-1])
              + f'</tr></thead><tbody>{rows}</tbody></table>')
+    return table
+
+def _study_articles(wl:pd.DataFrame, cards:dict, target:str) -> str:
+    "A card per study in `cards`, in worklist order: subtype bars, P(any) along z, top slices beside their heatmaps."
+    e = html.escape
     arts = ''.join(
         f'<article class="study" id="study-{e(str(r.study_id))}" data-rank="{r.rank}" data-score="{r.score:.6f}" '
         f'data-study="{e(str(r.study_id))}" style="--c:{_colour(r.score)}">'
@@ -335,18 +345,40 @@ def render_report(wl:pd.DataFrame, # from `worklist`
         f'<div class="muted">patient {e(str(r.patient_id))} · {r.n_slices} slices · highest P(any) {r.max_any:.3f}</div>'
         f'<div class="row">{_subtype_bars(r)}<div><div class="muted">P(any) per slice, in z order (dark: the top slices)</div>'
         f'{_slice_svg(cards[r.study_id]["p_any"], cards[r.study_id]["top_positions"])}</div></div>'
-        f'<div class="slices">{"".join(_figure(s, r.n_slices, info["target"]) for s in cards[r.study_id]["slices"])}</div></article>'
+        f'<div class="slices">{"".join(_figure(s, r.n_slices, target) for s in cards[r.study_id]["slices"])}</div></article>'
         for r in wl.itertuples() if r.study_id in cards)
+    return arts
+
+# %% ../nbs/17_triage.ipynb #d380ab75
+def _problems_table(problems:pd.DataFrame) -> str:
+    "The files that could not be used, as an HTML table (or a line saying every file was read)."
+    e = html.escape
     prob = ('<table class="problems"><thead><tr><th>file</th><th>reason</th></tr></thead><tbody>'
             + ''.join(f'<tr><td>{e(str(p))}</td><td>{e(str(q))}</td></tr>' for p, q in problems[['path', 'reason']].itertuples(index=False))
             + '</tbody></table>') if len(problems) else '<p class="ok">Every file was read.</p>'
+    return prob
+
+def _page_header(n_studies:int, n_problems:int, info:dict) -> str:
+    "The page's header: what was ranked from where, by which model and rule."
+    e = html.escape
+    return f"""<header><h1>Head-CT triage worklist</h1>
+<p>{n_studies} studies, {info['n_slices']} slices from <b>{e(info['folder'])}</b> · <a href="#problems" style="color:inherit">{n_problems} problem file(s)</a> · {e(info['generated'])}</p>
+<p>Model {e(info['model'])} · study score: {e(info['score_rule'])} · heatmaps: Grad-CAM of the <b>{e(info['target'])}</b> output</p></header>"""
+
+# %% ../nbs/17_triage.ipynb #707e689b
+def render_report(wl:pd.DataFrame, # from `worklist`
+                  cards:dict, # study_id -> dict(p_any, top_positions, slices=[dict(image_id, position, p_any, plain, heat, px | error)])
+                  problems:pd.DataFrame, # files that could not be used: path, reason
+                  info:dict, # folder, n_slices, model, score_rule, target, generated
+                 ) -> str:
+    "The worklist as one self-contained HTML page: table, a card per study in `cards`, problems."
+    e = html.escape
+    table, arts, prob = _worklist_table(wl, cards), _study_articles(wl, cards, info['target']), _problems_table(problems)
     more = len(wl) - len(cards)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Triage worklist: {e(info['folder'])}</title><style>{CSS}</style></head><body>
-<header><h1>Head-CT triage worklist</h1>
-<p>{len(wl)} studies, {info['n_slices']} slices from <b>{e(info['folder'])}</b> · <a href="#problems" style="color:inherit">{len(problems)} problem file(s)</a> · {e(info['generated'])}</p>
-<p>Model {e(info['model'])} · study score: {e(info['score_rule'])} · heatmaps: Grad-CAM of the <b>{e(info['target'])}</b> output</p></header>
+{_page_header(len(wl), len(problems), info)}
 <main>
 <h2>Worklist (read from the top)</h2>{table}
 <h2>Studies{f' (the first {len(cards)}; {more} more in the table and in worklist.csv)' if more > 0 else ''}</h2>
@@ -371,8 +403,9 @@ def _model_x(learn, preds:pd.DataFrame, paths:dict, iid:str, pp:dict) -> np.ndar
 
 def _score_rule(how, k): return 'the highest P(any) of any slice' if how == 'max' else f'the mean P(any) of the {k} highest slices'
 
-def _study_cards(learn, wl:pd.DataFrame, preds:pd.DataFrame, target, thumb:int, problems:list) -> dict:
-    "Plain and Grad-CAM thumbnails of each study's top slices; a slice that cannot be drawn is noted in `problems`."
+# %% ../nbs/17_triage.ipynb #d1c1c4ff
+def _top_slice_inputs(learn, wl:pd.DataFrame, preds:pd.DataFrame, thumb:int, problems:list) -> tuple[list, list, dict]:
+    "The top slices of each study as `(study_id, image_id, position)`, the model's inputs of those that could be read, and their brain-window thumbnails (or why not)."
     pp, scale = preprocess_args(learn), scale_args(learn)
     paths = dict(zip(preds['image_id'], preds['path']))
     if 'kind' in preds: paths = {i: r for i, r in zip(preds['image_id'], preds.itertuples(index=False))}   # any source (chapter 15)
@@ -388,6 +421,12 @@ def _study_cards(learn, wl:pd.DataFrame, preds:pd.DataFrame, target, thumb:int, 
                 msg = f"{type(ex).__name__}: {ex}"
                 problems.append(dict(path=str(getattr(paths[iid], 'path', paths[iid])), reason=f"read for prediction, but its thumbnail failed: {msg}"))
                 plain[len(items) - 1] = msg
+    return items, xs, plain
+
+# %% ../nbs/17_triage.ipynb #9185cf1e
+def _study_cards(learn, wl:pd.DataFrame, preds:pd.DataFrame, target, thumb:int, problems:list) -> dict:
+    "Plain and Grad-CAM thumbnails of each study's top slices; a slice that cannot be drawn is noted in `problems`."
+    items, xs, plain = _top_slice_inputs(learn, wl, preds, thumb, problems)
     drawn = [j for j in plain if not isinstance(plain[j], str)]
     heat = dict(zip(drawn, gradcam(learn, np.stack(xs), target))) if xs else {}
     probs = preds.set_index('image_id')
@@ -406,25 +445,17 @@ def _study_cards(learn, wl:pd.DataFrame, preds:pd.DataFrame, target, thumb:int, 
         cards[sid]['slices'].append(dict(image_id=iid, position=pos, p_any=float(cards[sid]['_p'][iid]), **pic))
     return cards
 
-def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
-                  dicom_dir, # folder of DICOM files, searched recursively
-                  out, # report folder: `worklist.csv`, `problems.csv` and `index.html` are written here
-                  top_slices:int=3, # slices per study listed in the worklist and drawn with heatmaps
-                  how:str='topk', k:int=3, # study score, see `aggregate`
-                  target:str='any', # Grad-CAM output: a subtype name or 'top'
-                  max_studies:int=100, # studies drawn as cards (all of them are in the table and the CSV)
-                  thumb:int=160, # thumbnail side, pixels
-                  bs:int=64, tta:bool=False, n_workers:int|None=None, progress:bool=False, # as for `predict_folder`
-                  runtime:str='torch', # prediction through 'torch', 'onnx' (the model's ich-export file) or 'auto' (see `load_model`)
-                 ) -> dict:
-    "Predict every slice in `dicom_dir`, rank its studies, and write the worklist CSV and a self-contained HTML report."
+# %% ../nbs/17_triage.ipynb #ae7ca613
+def _check_triage_settings(how:str, k:int, target:str, top_slices:int, max_studies:int, thumb:int):
+    "`TriageError` (or `aggregate`'s) for the first setting of `triage_report` that cannot work."
     aggregate([0.], how, k)
     if target != 'top' and target not in SUBTYPES: raise TriageError(f"unknown target '{target}'; use one of {', '.join(SUBTYPES)} or top")
     if top_slices < 1: raise TriageError(f"top_slices must be at least 1, got {top_slices}")
     if max_studies < 0: raise TriageError(f"max_studies must be at least 0, got {max_studies}")
     if thumb < 16: raise TriageError(f"thumb must be at least 16 pixels, got {thumb}")
-    t0 = time.time()
-    out = writable_dir(out, 'out')                       # before any work: a place that cannot be written fails at once
+
+def _predict_for_triage(model, dicom_dir, runtime:str, max_studies:int, bs:int, tta:bool, n_workers, progress:bool):
+    "The model that predicts, the learner that draws the heatmaps, the slice predictions and the problems; no usable slice is an error."
     runner = (load_model(model, runtime=runtime) if isinstance(model, (str, Path)) else
               model if is_onnx(model) else as_model(model))   # any kind: single slice, 2.5D, 2.5D + sequence
     plain, tables = plain_rsna(dicom_dir)               # clinical folders, NIfTI, images: one series per study (chapter 15)
@@ -437,21 +468,54 @@ def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
     if not len(preds):
         raise NoDicomError(f"{dicom_dir}: none of its DICOM files could be preprocessed, so there is nothing to rank; e.g. "
                            + '; '.join(f"{Path(p).name}: {r}" for p, r in problems[['path', 'reason']].head(3).itertuples(index=False)))
+    return runner, learn, preds, problems
+
+def _report_info(model, runner, dicom_dir, n_slices:int, target:str, how:str, k:int) -> dict:
+    "What the report's header says: the folder, the number of slices, the model, the score rule and the explained output."
+    ich = runner.ich
+    info = dict(folder=str(dicom_dir), n_slices=n_slices, target=target, score_rule=_score_rule(how, k),
+                model=f"{Path(model).name if isinstance(model, (str, Path)) else 'in memory'} ({ich.get('arch', '?')}, "
+                      f"{'+'.join(ich.get('channels', []))}, {ich.get('size', '?')} px)",
+                generated=datetime.now().strftime('%Y-%m-%d %H:%M'))
+    return info
+
+# %% ../nbs/17_triage.ipynb #b4478753
+def triage_report(model, # exported model file (`model.pkl`) or a loaded learner
+                  dicom_dir, # folder of DICOM files, searched recursively
+                  out, # report folder: `worklist.csv`, `problems.csv` and `index.html` are written here
+                  top_slices:int=3, # slices per study listed in the worklist and drawn with heatmaps
+                  how:str='topk', k:int=3, # study score, see `aggregate`
+                  target:str='any', # Grad-CAM output: a subtype name or 'top'
+                  max_studies:int=100, # studies drawn as cards (all of them are in the table and the CSV)
+                  thumb:int=160, # thumbnail side, pixels
+                  bs:int=64, tta:bool=False, n_workers:int|None=None, progress:bool=False, # as for `predict_folder`
+                  runtime:str='torch', # prediction through 'torch', 'onnx' (the model's ich-export file) or 'auto' (see `load_model`)
+                 ) -> dict:
+    "Predict every slice in `dicom_dir`, rank its studies, and write the worklist CSV and a self-contained HTML report."
+    _check_triage_settings(how, k, target, top_slices, max_studies, thumb)
+    t0 = time.time()
+    out = writable_dir(out, 'out')                       # before any work: a place that cannot be written fails at once
+    runner, learn, preds, problems = _predict_for_triage(model, dicom_dir, runtime, max_studies, bs, tta, n_workers, progress)
     wl = worklist(preds, how, k, top_slices)
     extra = []
     cards = _study_cards(learn, wl.head(max_studies), preds, target, thumb, extra) if max_studies else {}
     problems = pd.concat([problems[['path', 'reason']], pd.DataFrame(extra, columns=['path', 'reason'])], ignore_index=True)
-    ich = runner.ich
-    info = dict(folder=str(dicom_dir), n_slices=len(preds), target=target, score_rule=_score_rule(how, k),
-                model=f"{Path(model).name if isinstance(model, (str, Path)) else 'in memory'} ({ich.get('arch', '?')}, "
-                      f"{'+'.join(ich.get('channels', []))}, {ich.get('size', '?')} px)",
-                generated=datetime.now().strftime('%Y-%m-%d %H:%M'))
+    info = _report_info(model, runner, dicom_dir, len(preds), target, how, k)
     warn, marked = input_warnings(runner, preds, dicom_dir)
     wl = wl.assign(marked=wl.study_id.isin(marked))
     page = render_report(wl, cards, problems, info).replace('</header>', record_html(model_record(runner), warn) + '</header>', 1)
     with output_lock(out/'index.html'):                  # two reports into one folder: one after the other, each whole
         write_together([(page, out/'index.html', None), (wl, out/'worklist.csv', {}), (problems, out/'problems.csv', {})])
     return dict(worklist=wl, preds=preds, problems=problems, out=out, seconds=time.time() - t0, warnings=warn, record=model_record(runner))
+
+# %% ../nbs/17_triage.ipynb #0f5499c6
+def _print_triage(r:dict, out):
+    "What `ich-triage` prints when done: the model's record, the warnings, what was ranked, the first study and where the report is."
+    wl = r['worklist']
+    for line in r['record'] + [f"WARNING: {w}" for w in r['warnings']]: print(line)
+    print(f"ich-triage: {len(wl)} studies ranked from {len(r['preds'])} slices ({len(r['problems'])} problem file(s)) "
+          f"in {r['seconds']:.0f} s; first: {wl.study_id.iloc[0]} (score {wl.score.iloc[0]:.3f}); "
+          f"open {Path(out).expanduser()/'index.html'}")
 
 # %% ../nbs/17_triage.ipynb #af44dfd9
 @call_parse
@@ -481,9 +545,4 @@ def ich_triage(model:str, # exported model file (model.pkl from ich-train) or it
         check_arg('--runtime', runtime, choices=('auto', 'torch', 'onnx'), hint='auto takes the ONNX export on a CPU when the model has one')
         r = triage_report(model, dicom_dir, out, top_slices=top_slices, how=how, k=k, target=target, max_studies=max_studies,
                           bs=bs, tta=tta, n_workers=n_workers, progress=not quiet, runtime=runtime)
-    if not quiet:
-        wl = r['worklist']
-        for line in r['record'] + [f"WARNING: {w}" for w in r['warnings']]: print(line)
-        print(f"ich-triage: {len(wl)} studies ranked from {len(r['preds'])} slices ({len(r['problems'])} problem file(s)) "
-              f"in {r['seconds']:.0f} s; first: {wl.study_id.iloc[0]} (score {wl.score.iloc[0]:.3f}); "
-              f"open {Path(out).expanduser()/'index.html'}")
+    if not quiet: _print_triage(r, out)
