@@ -14,7 +14,7 @@ import numpy as np, pandas as pd, torch
 import torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
-from fastcore.basics import noop
+from fastcore.basics import noop, patch
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.torch_core import TensorImage, TensorMultiCategory, default_device, set_seed
@@ -30,6 +30,15 @@ from fastai.vision.learner import vision_learner
 from fastai.metrics import accuracy_multi
 import timm
 
+# %% auto #0
+__all__ = ['LOSSES', 'OPTIMIZERS', 'HEADS', 'ARCH', 'LR', 'FROM_SCRATCH', 'FINE_TUNE', 'COURSE_MODELS', 'synth_cache',
+           'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'open_train_cache',
+           'check_folds', 'cache_dls', 'loader_speed', 'WeightedBCE', 'ich_loss', 'ich_metrics', 'start_settings',
+           'check_arch', 'set_prior_bias', 'zero_init_residual', 'ich_learner', 'EpochLines', 'training_progress',
+           'predict_rows', 'predict_images', 'training_provenance', 'record_provenance', 'check_train_args',
+           'train_model', 'ich_train', 'cached_model', 'course_cache', 'course_model']
+
+# %% ../nbs/08_learner.ipynb #f4ea154d
 from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, UsageError, atomic_write,
                             write_text_atomic, write_table_atomic)
 from .data import patient_folds
@@ -41,14 +50,6 @@ from .scale import (world_size, is_main, init_distributed, finish_distributed, d
 from .preprocess import open_cache, build_cache, CacheError
 from .metrics import (CLASS_WEIGHTS, WeightedLogLoss, MacroPrecision, MacroRecall, AUCAny, metrics_summary,
                                metrics_table, prior_log_loss, plot_roc, weighted_log_loss)
-
-# %% auto #0
-__all__ = ['LOSSES', 'OPTIMIZERS', 'HEADS', 'ARCH', 'LR', 'FROM_SCRATCH', 'FINE_TUNE', 'COURSE_MODELS', 'synth_cache',
-           'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'open_train_cache',
-           'check_folds', 'cache_dls', 'loader_speed', 'WeightedBCE', 'ich_loss', 'ich_metrics', 'start_settings',
-           'check_arch', 'set_prior_bias', 'zero_init_residual', 'ich_learner', 'EpochLines', 'training_progress',
-           'predict_rows', 'predict_images', 'training_provenance', 'record_provenance', 'check_train_args',
-           'train_model', 'ich_train', 'cached_model', 'course_cache', 'course_model']
 
 # %% ../nbs/08_learner.ipynb #3770ed8b
 def synth_cache(size:int=128, # side of the cached slices
@@ -90,25 +91,29 @@ class CacheRows:
     def n_channels(self):
         c = len(self.channels) if self.channels is not None else self.arr.shape[1]
         return c * (1 if self.neighbours is None else self.neighbours.shape[1])
-    def batch(self, idxs):
-        "Images (uint8 `TensorImage`) and targets of positions `idxs`, read in one sorted pass (with their neighbours: the union once)."
-        idxs = np.sort(np.asarray(idxs, dtype=np.int64))
-        if self.neighbours is None:
-            x = self.arr[self.rows[idxs]]                 # rows are sorted too: the cache index is in array order
-            if self.channels is not None: x = x[:, self.channels]
-        else:
-            nb = self.neighbours[idxs]                    # (B, K) array rows
-            need, inv = np.unique(nb, return_inverse=True)   # the union of the rows, sorted: one pass over the file
-            block = self.arr[need]
-            if self.channels is not None: block = block[:, self.channels]
-            x = block[inv.reshape(nb.shape)].reshape(len(idxs), -1, *block.shape[2:])   # (B, K*C, H, W), slice-major
-        x = TensorImage(torch.from_numpy(np.ascontiguousarray(x)))
-        if self.y is None: return (x,)
-        return x, TensorMultiCategory(torch.from_numpy(self.y[idxs]))
     def new_empty(self): return CacheRows(self.arr_path, [], None if self.y is None else self.y[:0], self.channels,
                                           neighbours=None if self.neighbours is None else self.neighbours[:0])
     def __getstate__(self): return {**self.__dict__, '_arr': None}
 
+# %% ../nbs/08_learner.ipynb #9b8fc223
+@patch
+def batch(self:CacheRows, idxs):
+    "Images (uint8 `TensorImage`) and targets of positions `idxs`, read in one sorted pass (with their neighbours: the union once)."
+    idxs = np.sort(np.asarray(idxs, dtype=np.int64))
+    if self.neighbours is None:
+        x = self.arr[self.rows[idxs]]                 # rows are sorted too: the cache index is in array order
+        if self.channels is not None: x = x[:, self.channels]
+    else:
+        nb = self.neighbours[idxs]                    # (B, K) array rows
+        need, inv = np.unique(nb, return_inverse=True)   # the union of the rows, sorted: one pass over the file
+        block = self.arr[need]
+        if self.channels is not None: block = block[:, self.channels]
+        x = block[inv.reshape(nb.shape)].reshape(len(idxs), -1, *block.shape[2:])   # (B, K*C, H, W), slice-major
+    x = TensorImage(torch.from_numpy(np.ascontiguousarray(x)))
+    if self.y is None: return (x,)
+    return x, TensorMultiCategory(torch.from_numpy(self.y[idxs]))
+
+# %% ../nbs/08_learner.ipynb #b68140b2
 class CacheDL(DataLoader):
     "A fastai `DataLoader` over `CacheRows` that builds each batch with one read; optional class-balanced sampling."
     def __init__(self, dataset=None, weights=None, **kwargs):
@@ -161,6 +166,7 @@ def _channel_indices(cache_channels:list, windows) -> list:
     if missing: raise LearnerSetupError(f"window(s) {', '.join(missing)} not in this cache; it holds {', '.join(cache_channels)}")
     return [cache_channels.index(w) for w in want]
 
+# %% ../nbs/08_learner.ipynb #8860c314
 def open_train_cache(cache_dir, # a finished cache with a labelled `train` split
                     ) -> tuple[Path, dict, pd.DataFrame]:
     "The cache folder, its settings (`cache.json`) and the index of its labelled train split; a clear error otherwise."
@@ -178,6 +184,7 @@ def open_train_cache(cache_dir, # a finished cache with a labelled `train` split
                                         "build the cache from a folder with stage_2_train.csv")
     return cache_dir, info, idx
 
+# %% ../nbs/08_learner.ipynb #78fb8dbf
 def check_folds(idx:pd.DataFrame, # the train index (one row per slice, with `patient_id`)
                 valid_fold:int, n_folds:int,
                 names=('valid_fold', 'n_folds'), # how the two settings are called where they were given
@@ -191,6 +198,30 @@ def check_folds(idx:pd.DataFrame, # the train index (one row per slice, with `pa
                          "or fewer, or a cache with more patients")
     check_arg(vf, valid_fold, lo=0, hi=n_folds - 1, hint=f'the {n_folds} folds are numbered 0 to {n_folds - 1}')
 
+# %% ../nbs/08_learner.ipynb #37d84191
+def _fold_rows(cache_dir:Path, idx:pd.DataFrame, chans:list, context:int, fold:np.ndarray, valid_fold:int):
+    "Training and validation `CacheRows` of the train split: the rows outside and inside the validation fold."
+    y = idx[SUBTYPES].to_numpy(np.float32)
+    nbrs = idx['row'].to_numpy()[neighbour_positions(idx, context)] if context > 1 else None   # same series: same fold
+    mk = lambda m: CacheRows(cache_dir/'train.npy', idx['row'].to_numpy()[m], y[m], chans, idx['image_id'].to_numpy()[m],
+                             neighbours=None if nbrs is None else nbrs[m])
+    return mk(fold != valid_fold), mk(fold == valid_fold)
+
+def _balance_weights(y:np.ndarray) -> np.ndarray:
+    "Sampling weights that give the slices with a bleed (`any`) half of each epoch."
+    pos = y[:, -1] > 0
+    return np.where(pos, 0.5 / max(pos.sum(), 1), 0.5 / max((~pos).sum(), 1))
+
+def _dls_settings(cache_dir, info, idx, chans, size, valid_fold, n_folds, seed, mean, std, context) -> dict:
+    "What the `DataLoaders` were built from and with (`dls.ich`), for the learner and its exported model."
+    wins = [info['windows'][i] for i in chans]
+    return dict(cache=str(cache_dir), channels=[info['channels'][i] for i in chans], size=size or info['size'],
+                cache_size=info['size'], window_specs=[f"{w['level']:g}/{w['width']:g}" for w in wins],
+                scale=info.get('scale', 'fit'), fov_mm=info.get('fov_mm'),   # a cache without these keys was fitted
+                valid_fold=valid_fold, n_folds=n_folds, seed=seed, mean=mean, std=std, context=context,
+                patients_sha1=hashlib.sha1(' '.join(sorted(map(str, idx['patient_id'].unique()))).encode()).hexdigest())
+
+# %% ../nbs/08_learner.ipynb #a3fd9790
 def cache_dls(cache_dir, # a finished cache with a labelled `train` split
               windows=None, # channels to use, by name, e.g. 'brain,brain,brain' (default: all of the cache's)
               valid_fold:int=0, # fold held out for validation
@@ -209,28 +240,16 @@ def cache_dls(cache_dir, # a finished cache with a labelled `train` split
     context = check_context(context)
     check_folds(idx, valid_fold, n_folds)
     fold = patient_folds(idx, n_folds=n_folds, seed=seed).to_numpy()
-    y = idx[SUBTYPES].to_numpy(np.float32)
-    nbrs = idx['row'].to_numpy()[neighbour_positions(idx, context)] if context > 1 else None   # same series: same fold
-    mk = lambda m: CacheRows(cache_dir/'train.npy', idx['row'].to_numpy()[m], y[m], chans, idx['image_id'].to_numpy()[m],
-                             neighbours=None if nbrs is None else nbrs[m])
-    trn, val = mk(fold != valid_fold), mk(fold == valid_fold)
+    trn, val = _fold_rows(cache_dir, idx, chans, context, fold, valid_fold)
     mean, std = channel_stats(trn)
     device = default_device() if device is None else device
-    w = None
-    if balanced:
-        pos = trn.y[:, -1] > 0
-        w = np.where(pos, 0.5 / max(pos.sum(), 1), 0.5 / max((~pos).sum(), 1))
+    w = _balance_weights(trn.y) if balanced else None
     dls = DataLoaders(
         CacheDL(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs, num_workers=num_workers, weights=w, device=device,
                 after_batch=CacheBatchTfm(mean, std, flip=True, size=size)),
         CacheDL(val, bs=bs*2, shuffle=False, num_workers=num_workers, device=device,
                 after_batch=CacheBatchTfm(mean, std, flip=False, size=size)), device=device)
-    wins = [info['windows'][i] for i in chans]
-    dls.ich = dict(cache=str(cache_dir), channels=[info['channels'][i] for i in chans], size=size or info['size'],
-                   cache_size=info['size'], window_specs=[f"{w['level']:g}/{w['width']:g}" for w in wins],
-                   scale=info.get('scale', 'fit'), fov_mm=info.get('fov_mm'),   # a cache without these keys was fitted
-                   valid_fold=valid_fold, n_folds=n_folds, seed=seed, mean=mean, std=std, context=context,
-                   patients_sha1=hashlib.sha1(' '.join(sorted(map(str, idx['patient_id'].unique()))).encode()).hexdigest())
+    dls.ich = _dls_settings(cache_dir, info, idx, chans, size, valid_fold, n_folds, seed, mean, std, context)
     return dls
 
 # %% ../nbs/08_learner.ipynb #62430b27
@@ -298,6 +317,7 @@ def check_arch(arch:str) -> str:
     raise LearnerSetupError(f"unknown architecture '{arch}'" + (f"; similar timm names: {', '.join(close)}" if close else
                             "; see timm.list_models()"))
 
+# %% ../nbs/08_learner.ipynb #2771a0a5
 def set_prior_bias(learn:Learner, y=None, # labels `(n, 6)` to take the frequencies from (default: the training rows')
                    weight_scale:float=0.1, # scale of the layer's initial weights
                   ) -> torch.Tensor:
@@ -318,6 +338,7 @@ def set_prior_bias(learn:Learner, y=None, # labels `(n, 6)` to take the frequenc
     setattr(owner, leaf, new)
     return new.bias.detach()
 
+# %% ../nbs/08_learner.ipynb #9b456738
 def zero_init_residual(model:nn.Module,
                        strict:bool=True, # a model without residual blocks is an error (False: leave it, return 0)
                       ) -> int:
@@ -331,6 +352,50 @@ def zero_init_residual(model:nn.Module,
     if not n and strict: raise LearnerSetupError("zero_init: the model has no residual blocks to start as the identity")
     return n
 
+# %% ../nbs/08_learner.ipynb #718f3c2a
+def _check_learner_setup(arch, opt, head, zero_init, pretrained):
+    "Refuse an unknown architecture, optimiser or head, and `zero_init` with pretrained weights."
+    check_arch(arch)
+    if opt not in OPTIMIZERS: raise LearnerSetupError(f"unknown optimiser '{opt}'; use one of {', '.join(OPTIMIZERS)}")
+    if head not in HEADS: raise LearnerSetupError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
+    if zero_init and pretrained is not False:
+        raise LearnerSetupError("zero_init is for training from scratch: it would overwrite the pretrained weights' batch-norm scales")
+
+def _backbone_kw(pretrained, drop_path:float) -> tuple[bool, dict]:
+    "`pretrained` for timm (a weights file becomes True plus timm's `pretrained_cfg_overlay`) and the backbone's extra settings."
+    model_kw = {}
+    if not 0 <= drop_path < 1: raise LearnerSetupError(f"drop_path must be in [0, 1), got {drop_path}")
+    if drop_path: model_kw['drop_path_rate'] = drop_path
+    if pretrained not in (True, False):
+        weights = Path(pretrained).expanduser()
+        if not weights.is_file(): raise LearnerSetupError(f"pretrained weights file {weights} not found")
+        model_kw['pretrained_cfg_overlay'] = dict(file=str(weights.absolute()))
+        pretrained = True
+    return pretrained, model_kw
+
+# %% ../nbs/08_learner.ipynb #04c79152
+def _vision_learner(dls, arch, pretrained, model_kw, n_in, loss, opt, head, wd, path, kwargs) -> Learner:
+    "fastai's `vision_learner` on the timm backbone, six outputs; a `LearnerSetupError` when weights or settings do not fit."
+    try:
+        return vision_learner(dls, arch, pretrained=pretrained, normalize=False, n_out=len(SUBTYPES), n_in=n_in,
+                              loss_func=ich_loss(loss), opt_func=OPTIMIZERS[opt], wd=wd, metrics=ich_metrics(),
+                              path=path, **HEADS[head], **model_kw, **kwargs)
+    except TypeError as e:
+        if 'drop_path_rate' not in str(e): raise
+        raise LearnerSetupError(f"'{arch}' has no stochastic depth (drop_path); use drop_path=0") from e
+    except (OSError, RuntimeError, ValueError) as e:
+        if not pretrained or 'pretrained_cfg_overlay' in model_kw and 'size mismatch' not in str(e) and 'No such file' not in str(e): raise
+        raise LearnerSetupError(f"could not load pretrained weights for '{arch}' ({type(e).__name__}: {str(e)[:200]}). "
+                                "Without network access pass pretrained=False (train from scratch) or the path of a local "
+                                "weights file.") from e
+
+def _memory_format(learn:Learner, dls:DataLoaders, channels_last:bool):
+    "Channels-last memory format (mixed precision on a GPU), or plain fp16 on a GPU without it."
+    on_gpu = next(learn.model.parameters()).is_cuda or (dls.device is not None and torch.device(dls.device).type == 'cuda')
+    if channels_last: learn.to_channelslast(use_amp=on_gpu)
+    elif on_gpu: learn.to_fp16()
+
+# %% ../nbs/08_learner.ipynb #f7011049
 def ich_learner(dls:DataLoaders, # from `cache_dls`
                 arch:str=ARCH, # any timm model name
                 pretrained=False, # False: from scratch; True: ImageNet weights from the hub; or a local weights file
@@ -346,41 +411,17 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
                 **kwargs, # passed on to `vision_learner`
                ) -> Learner:
     "A fastai `Learner`: timm backbone, 6 sigmoid outputs, BCE or weighted BCE, RAdam or Adam, the challenge metrics."
-    check_arch(arch)
-    if opt not in OPTIMIZERS: raise LearnerSetupError(f"unknown optimiser '{opt}'; use one of {', '.join(OPTIMIZERS)}")
-    if head not in HEADS: raise LearnerSetupError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
-    if zero_init and pretrained is not False:
-        raise LearnerSetupError("zero_init is for training from scratch: it would overwrite the pretrained weights' batch-norm scales")
+    _check_learner_setup(arch, opt, head, zero_init, pretrained)
     start = start_settings(pretrained, prior_bias, zero_init, wd)
     if start['wd'] < 0: raise LearnerSetupError(f"wd must be at least 0, not {start['wd']}")
     n_in = len(dls.ich['channels']) * dls.ich.get('context', 1) if hasattr(dls, 'ich') else 3   # K slices × C windows
-    model_kw = {}
-    if not 0 <= drop_path < 1: raise LearnerSetupError(f"drop_path must be in [0, 1), got {drop_path}")
-    if drop_path: model_kw['drop_path_rate'] = drop_path
-    if pretrained not in (True, False):
-        weights = Path(pretrained).expanduser()
-        if not weights.is_file(): raise LearnerSetupError(f"pretrained weights file {weights} not found")
-        model_kw['pretrained_cfg_overlay'] = dict(file=str(weights.absolute()))
-        pretrained = True
-    try:
-        learn = vision_learner(dls, arch, pretrained=pretrained, normalize=False, n_out=len(SUBTYPES), n_in=n_in,
-                               loss_func=ich_loss(loss), opt_func=OPTIMIZERS[opt], wd=start['wd'], metrics=ich_metrics(),
-                               path=path, **HEADS[head], **model_kw, **kwargs)
-    except TypeError as e:
-        if 'drop_path_rate' not in str(e): raise
-        raise LearnerSetupError(f"'{arch}' has no stochastic depth (drop_path); use drop_path=0") from e
-    except (OSError, RuntimeError, ValueError) as e:
-        if not pretrained or 'pretrained_cfg_overlay' in model_kw and 'size mismatch' not in str(e) and 'No such file' not in str(e): raise
-        raise LearnerSetupError(f"could not load pretrained weights for '{arch}' ({type(e).__name__}: {str(e)[:200]}). "
-                                "Without network access pass pretrained=False (train from scratch) or the path of a local "
-                                "weights file.") from e
+    pretrained, model_kw = _backbone_kw(pretrained, drop_path)
+    learn = _vision_learner(dls, arch, pretrained, model_kw, n_in, loss, opt, head, start['wd'], path, kwargs)
     n_zero = zero_init_residual(learn.model, strict=zero_init is not None) if start['zero_init'] else 0
     if start['prior_bias']: set_prior_bias(learn)
     if learn.opt is not None:       # vision_learner froze a pretrained body, which built an optimiser of the replaced layer
         learn.opt = None; learn.freeze()
-    on_gpu = next(learn.model.parameters()).is_cuda or (dls.device is not None and torch.device(dls.device).type == 'cuda')
-    if channels_last: learn.to_channelslast(use_amp=on_gpu)
-    elif on_gpu: learn.to_fp16()
+    _memory_format(learn, dls, channels_last)
     learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, opt=opt, head=head, pretrained=bool(pretrained), n_in=n_in,
                      prior_bias=start['prior_bias'], zero_init=bool(n_zero), wd=start['wd'], drop_path=drop_path)
     return learn
@@ -426,6 +467,7 @@ def predict_rows(learn:Learner, rows:CacheRows, bs:int=64, flip_tta:bool=False) 
             p = (p + learn.get_preds(dl=dl2)[0]) / 2
     return p.float().numpy()
 
+# %% ../nbs/08_learner.ipynb #501c79f6
 def predict_images(learn:Learner, # a trained (or loaded) learner from `ich_learner`
                    x, # uint8 images (N, C, size, size), preprocessed as the training cache was
                    bs:int=64, flip_tta:bool=False,
@@ -472,17 +514,9 @@ def record_provenance(learn:Learner, cache_dir, summary:dict, out) -> dict:
     with atomic_write(Path(out)/'model.pkl') as tmp: learn.export(tmp)
     return pv
 
-# %% ../nbs/08_learner.ipynb #0b591bdf
-def check_train_args(cache_dir, # the training cache
-                     out=None, # the output folder (None: not checked)
-                     arch:str=ARCH, windows=None, size:int|None=None, epochs:int=5, bs:int=32, lr:float|None=LR,
-                     loss:str='bce', opt:str='radam', head:str='fastai', pretrained=False, valid_fold:int=0, n_folds:int=5,
-                     num_workers:int=0, wd:float|None=None, drop_path:float=0., accum:int=1, max_steps:int|None=None,
-                     resume:bool=False, context:int=1,
-                     cli:bool=False, # name the settings as `ich-train`'s options (`--valid-fold`) rather than as parameters
-                    ):
-    "Refuse, before any work, settings `train_model` cannot use: one message naming the setting and what to give instead."
-    o = (lambda n: '--' + n.replace('_', '-')) if cli else (lambda n: n)
+# %% ../nbs/08_learner.ipynb #bac3839d
+def _check_train_numbers(o, cli, arch, epochs, context, bs, size, lr, loss, opt, head, num_workers, accum, max_steps):
+    "Refuse an unknown architecture or choice, and a number out of its range (`o` names a setting as the caller gave it)."
     check_arch(arch)
     check_arg(o('epochs'), epochs, lo=1, hint='the number of passes over the training slices')
     check_context(context, o('context'))
@@ -496,6 +530,10 @@ def check_train_args(cache_dir, # the training cache
     check_arg(o('workers') if cli else 'num_workers', num_workers, lo=0, hint='0 reads the batches in the main process')
     check_arg(o('accum'), accum, lo=1, hint='the number of batches whose gradients make one step (1: every batch steps)')
     if max_steps is not None: check_arg(o('max_steps'), max_steps, lo=1, hint='optimiser steps in all, for a short trial run')
+
+# %% ../nbs/08_learner.ipynb #c4f04144
+def _check_train_start(o, cli, lr, resume, pretrained, wd, drop_path, out):
+    "Refuse settings that do not go together with how the run starts (processes, resume, weights) or where it writes."
     if lr is None and world_size() > 1:
         raise UsageError(f"{'--lr-find' if cli else 'lr=None'} runs in one process, not {world_size()}: find the rate in a plain "
                          f"run, then give it to every process with {o('lr')}")
@@ -511,10 +549,25 @@ def check_train_args(cache_dir, # the training cache
                          "weights from the hub) or the path of a weights file")
     if out is not None and Path(out).expanduser().exists() and not Path(out).expanduser().is_dir():
         raise UsageError(f"{o('out')} {out} is a file; give a folder (it is created when missing)")
+
+# %% ../nbs/08_learner.ipynb #8073f4e1
+def check_train_args(cache_dir, # the training cache
+                     out=None, # the output folder (None: not checked)
+                     arch:str=ARCH, windows=None, size:int|None=None, epochs:int=5, bs:int=32, lr:float|None=LR,
+                     loss:str='bce', opt:str='radam', head:str='fastai', pretrained=False, valid_fold:int=0, n_folds:int=5,
+                     num_workers:int=0, wd:float|None=None, drop_path:float=0., accum:int=1, max_steps:int|None=None,
+                     resume:bool=False, context:int=1,
+                     cli:bool=False, # name the settings as `ich-train`'s options (`--valid-fold`) rather than as parameters
+                    ):
+    "Refuse, before any work, settings `train_model` cannot use: one message naming the setting and what to give instead."
+    o = (lambda n: '--' + n.replace('_', '-')) if cli else (lambda n: n)
+    _check_train_numbers(o, cli, arch, epochs, context, bs, size, lr, loss, opt, head, num_workers, accum, max_steps)
+    _check_train_start(o, cli, lr, resume, pretrained, wd, drop_path, out)
     _, info, idx = open_train_cache(cache_dir)
     _channel_indices(info['channels'], windows)
     check_folds(idx, valid_fold, n_folds, names=(o('valid_fold'), o('n_folds')))
 
+# %% ../nbs/08_learner.ipynb #ebc2d9db
 def _plot_history(learn, out):
     fig, ax = plt.subplots(figsize=(5, 3))
     rec = learn.recorder
@@ -528,6 +581,58 @@ def _plot_history(learn, out):
     ax.set_xlabel('batches'); ax.set_ylabel('loss'); ax.legend(fontsize=8); ax.set_title(learn.ich.get('arch', ''), fontsize=9)
     fig.tight_layout(); fig.savefig(out, dpi=100); plt.close(fig)
 
+# %% ../nbs/08_learner.ipynb #d71ebd37
+def _fit(learn, out, settings, state, main, epochs, lr, pretrained, accum, max_steps, cbs, progress):
+    "Train (from `state` when resuming): the history, the per-epoch checkpoint, `lr_find` when `lr` is None; `(lr, start epoch, checkpoint, seconds)`."
+    start = state['epoch'] if state is not None else 0
+    if main and state is not None: keep_history(out/'history.csv', start)
+    ckpt = EpochCheckpoint(out/CHECKPOINT, settings, steps=state['steps'] if state else 0, max_steps=max_steps,
+                           write=pretrained is False)
+    ckpt.epochs_done = start
+    fit_cbs = ([HistoryCSV(fname='history.csv', append=start > 0)] if main else []) + [ckpt] + \
+              ([ResumeAt(state)] if state is not None else []) + ([AccumulateBatches(accum)] if accum > 1 else []) + list(cbs or [])
+    t0 = time.time()
+    if lr is None and state is not None: lr = state['lr']   # the rate lr_find gave the interrupted run
+    if lr is None:
+        with learn.no_bar(), learn.no_logging(): lr = float(learn.lr_find(num_it=min(100, 4 * len(learn.dls.train)), show_plot=False).valley)
+        learn.recorder.plot_lr_find(); plt.gcf().savefig(out/'lr_find.png', dpi=100); plt.close('all')
+    ckpt.lr = lr
+    with distributed(learn), training_progress(learn, progress and main), warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        if pretrained is False: learn.fit_one_cycle(epochs, lr, cbs=fit_cbs)
+        else: learn.fine_tune(epochs, lr, cbs=fit_cbs)   # the head alone for one epoch, then everything
+    return lr, start, ckpt, time.time() - t0
+
+# %% ../nbs/08_learner.ipynb #e79aee91
+def _valid_preds(val:CacheRows, p:np.ndarray) -> pd.DataFrame:
+    "`image_id`, the six probabilities and the six `*_label` columns of the validation rows."
+    preds = pd.DataFrame(p, columns=SUBTYPES); preds.insert(0, 'image_id', val.image_ids)
+    return preds.join(pd.DataFrame(val.y.astype(int), columns=[f'{s}_label' for s in SUBTYPES]))
+
+def _train_summary(learn, dls, val, p, first:dict, recipe:dict, run:dict, train_secs, seen, accum, max_steps, ckpt, start,
+                   context) -> dict:
+    "`metrics.json`: the validation metrics, the prior-only loss, the settings, timings and steps of the run."
+    summary = metrics_summary(val.y, p)
+    ich = learn.ich
+    summary.update(prior_log_loss=float(prior_log_loss(dls.train.dataset.y, val.y)), **first,
+                   size=ich['size'], channels=ich['channels'], **recipe,
+                   prior_bias=ich['prior_bias'], zero_init=ich['zero_init'], wd=ich['wd'], **run,
+                   scale=ich['scale'], fov_mm=ich['fov_mm'], context=context,
+                   train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
+                   train_slices_per_s=round(seen / train_secs, 1) if train_secs > 0 else None, processes=world_size(),
+                   accum=accum, step_batch=first['bs'] * world_size() * accum, max_steps=max_steps, steps=ckpt.steps,
+                   epochs_done=ckpt.epochs_done, resumed_at_epoch=start)
+    summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
+    return summary
+
+def _write_train_outputs(learn, cache_dir, summary:dict, out:Path, val:CacheRows, p:np.ndarray):
+    "The provenance, `metrics.json` and `roc.png`; then the checkpoint goes (every output is written)."
+    record_provenance(learn, cache_dir, summary, out)  # what the model was trained on, in learn.ich and model.pkl
+    write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
+    ax = plot_roc(val.y, p); ax.figure.savefig(out/'roc.png', dpi=100, bbox_inches='tight'); plt.close('all')
+    (out/CHECKPOINT).unlink(missing_ok=True)    # every output is written: the model is in model.pkl
+
+# %% ../nbs/08_learner.ipynb #cff02c04
 def train_model(cache_dir, # a finished cache with labels
                 out, # output folder (created when missing; relative to the current folder)
                 arch:str=ARCH, # timm architecture
@@ -569,51 +674,22 @@ def train_model(cache_dir, # a finished cache with labels
     state = load_checkpoint(out/CHECKPOINT, settings) if resume else None
     if state is not None: restore_learner(learn, state)
     if main: out.mkdir(parents=True, exist_ok=True)   # only once data and model are ready: a refused setting leaves no folder
-    start = state['epoch'] if state is not None else 0
-    if main and state is not None: keep_history(out/'history.csv', start)
-    ckpt = EpochCheckpoint(out/CHECKPOINT, settings, steps=state['steps'] if state else 0, max_steps=max_steps,
-                           write=pretrained is False)
-    ckpt.epochs_done = start
-    fit_cbs = ([HistoryCSV(fname='history.csv', append=start > 0)] if main else []) + [ckpt] + \
-              ([ResumeAt(state)] if state is not None else []) + ([AccumulateBatches(accum)] if accum > 1 else []) + list(cbs or [])
-    t0 = time.time()
-    if lr is None and state is not None: lr = state['lr']   # the rate lr_find gave the interrupted run
-    if lr is None:
-        with learn.no_bar(), learn.no_logging(): lr = float(learn.lr_find(num_it=min(100, 4 * len(dls.train)), show_plot=False).valley)
-        learn.recorder.plot_lr_find(); plt.gcf().savefig(out/'lr_find.png', dpi=100); plt.close('all')
-    ckpt.lr = lr
-    with distributed(learn), training_progress(learn, progress and main), warnings.catch_warnings():
-        warnings.simplefilter('ignore', UserWarning)
-        if pretrained is False: learn.fit_one_cycle(epochs, lr, cbs=fit_cbs)
-        else: learn.fine_tune(epochs, lr, cbs=fit_cbs)   # the head alone for one epoch, then everything
-    train_secs = time.time() - t0
+    lr, start, ckpt, train_secs = _fit(learn, out, settings, state, main, epochs, lr, pretrained, accum, max_steps, cbs, progress)
     seen = sum(gather_objects(ckpt.slices))      # training slices of this run, all processes
     if main:
         _plot_history(learn, out/'loss.png')
         with atomic_write(out/'model.pkl') as tmp: learn.export(tmp)
     val = dls.valid.dataset
     p = predict_split(lambda rows: predict_rows(learn, rows, flip_tta=flip_tta), val)   # each process a part
-    preds = pd.DataFrame(p, columns=SUBTYPES); preds.insert(0, 'image_id', val.image_ids)
-    preds = preds.join(pd.DataFrame(val.y.astype(int), columns=[f'{s}_label' for s in SUBTYPES]))
+    preds = _valid_preds(val, p)
     if main: write_table_atomic(preds, out/'valid_preds.csv')
-    summary = metrics_summary(val.y, p)
-    ich = learn.ich
-    summary.update(prior_log_loss=float(prior_log_loss(dls.train.dataset.y, val.y)), arch=arch, lr=lr, epochs=epochs,
-                   bs=bs, size=ich['size'], channels=ich['channels'], loss=loss, opt=opt, head=head, pretrained=bool(pretrained),
-                   prior_bias=ich['prior_bias'], zero_init=ich['zero_init'], wd=ich['wd'], drop_path=drop_path, flip_tta=flip_tta,
-                   seed=seed, valid_fold=valid_fold, n_folds=n_folds, scale=ich['scale'], fov_mm=ich['fov_mm'], context=context,
-                   train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
-                   train_slices_per_s=round(seen / train_secs, 1) if train_secs > 0 else None, processes=world_size(),
-                   accum=accum, step_batch=bs * world_size() * accum, max_steps=max_steps, steps=ckpt.steps,
-                   epochs_done=ckpt.epochs_done, resumed_at_epoch=start)
-    summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
-    if main:
-        record_provenance(learn, cache_dir, summary, out)  # what the model was trained on, in learn.ich and model.pkl
-        write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
-        ax = plot_roc(val.y, p); ax.figure.savefig(out/'roc.png', dpi=100, bbox_inches='tight'); plt.close('all')
-        (out/CHECKPOINT).unlink(missing_ok=True)    # every output is written: the model is in model.pkl
+    summary = _train_summary(learn, dls, val, p, dict(arch=arch, lr=lr, epochs=epochs, bs=bs), dict(
+        loss=loss, opt=opt, head=head, pretrained=bool(pretrained)), dict(drop_path=drop_path, flip_tta=flip_tta, seed=seed,
+        valid_fold=valid_fold, n_folds=n_folds), train_secs, seen, accum, max_steps, ckpt, start, context)
+    if main: _write_train_outputs(learn, cache_dir, summary, out, val, p)
     return dict(summary, learn=learn, valid_preds=preds, out=out)
 
+# %% ../nbs/08_learner.ipynb #47e02643
 @call_parse
 def ich_train(cache_dir:str, # a cache from ich-prepare with a labelled train split
               arch:str=ARCH, # timm architecture; resnet10t learns from scratch on a CPU in minutes (measured), the thesis' are resnet50, mobilenetv2_100, efficientnet_b2

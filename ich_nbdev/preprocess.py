@@ -55,6 +55,7 @@ def _resize_numpy(img:np.ndarray, shape:tuple, aa:bool) -> np.ndarray:
     for k in range(1, jc.shape[1]): out += wc[:, k:k+1] * rows[jc[:, k]]
     return np.ascontiguousarray(out.T)
 
+# %% ../nbs/06_preprocess.ipynb #edef9d1a
 def _interpolate(img:np.ndarray, shape:tuple) -> np.ndarray:
     "Bilinear resize of a 2-D float32 array to `shape`, antialiased when shrinking below half size."
     shape = tuple(int(s) for s in shape)
@@ -97,6 +98,7 @@ def _erode3x3(m:np.ndarray) -> np.ndarray:
     out[0] = out[-1] = False; out[:, 0] = out[:, -1] = False
     return out
 
+# %% ../nbs/06_preprocess.ipynb #9f15f1e9
 def head_mask(hu:np.ndarray, # 2-D slice in HU
               spacing:tuple, # (row, column) pixel size in mm
               threshold:float=-300, # HU above which a pixel is tissue (or table)
@@ -109,6 +111,7 @@ def head_mask(hu:np.ndarray, # 2-D slice in HU
     for _ in range(k): mask = _erode3x3(mask)
     return mask
 
+# %% ../nbs/06_preprocess.ipynb #f0e2bd57
 def head_bbox(hu:np.ndarray, # 2-D slice in HU
               spacing:tuple, # (row, column) pixel size in mm
               threshold:float=-300, # HU above which a pixel is tissue (or table)
@@ -185,6 +188,7 @@ def check_scale(scale:str, # 'fixed' or 'fit'
     if not (np.isfinite(fov) and fov > 0): raise ValueError(f"fov_mm must be a positive number of mm, not {fov_mm!r}")
     return scale, fov
 
+# %% ../nbs/06_preprocess.ipynb #3550c1d3
 def _centre_crop(a:int, b:int, n:float) -> tuple[int, int]:
     "The range `[a, b)`, cut to at most `n` pixels around its centre."
     if b - a <= n: return a, b
@@ -192,6 +196,7 @@ def _centre_crop(a:int, b:int, n:float) -> tuple[int, int]:
     a = int(round((a + b - k)/2))
     return a, a + k
 
+# %% ../nbs/06_preprocess.ipynb #f3f474d7
 def preprocess_hu(hu:np.ndarray, # 2-D slice in HU
                   spacing:tuple, # (row, column) pixel size in mm
                   size:int=256, # side of the output square, pixels
@@ -247,6 +252,7 @@ def _plain_hu(path, fix_pxrepr):
     return hu, dict(path=str(path), spacing=(sr, sc), fixes=['pxrepr'] if fix else [], warnings=[], header=(stored, signed, icpt),
                     rescale=(slope, icpt_used), photometric=h['photometric'], meta=h)
 
+# %% ../nbs/06_preprocess.ipynb #cc18aabb
 def load_hu_fast(path, # a DICOM file
                  fix_pxrepr:bool=True, # repair 12-bit unsigned RSNA slices whose air is stored near 3096
                 ) -> tuple[np.ndarray, dict]:
@@ -321,6 +327,7 @@ def problem_reason(e:Exception, path) -> str:
         if msg.startswith(prefix): msg = msg[len(prefix):]
     return msg if isinstance(e, ValueError) else f"{type(e).__name__}: {msg}"
 
+# %% ../nbs/06_preprocess.ipynb #0ff7b15f
 _buffers = {}
 def _chunk_buffer(shape:tuple) -> np.ndarray:
     "A uint8 buffer of `shape`, reused by the chunks of one worker (fresh memory costs a page fault per 4 KB)."
@@ -340,6 +347,25 @@ def _pwrite_all(path:Path, data:memoryview, pos:int):
         finally: os.close(fd)
     except OSError as e: raise type(e)(e.errno, e.strerror, str(path)) from None
 
+# %% ../nbs/06_preprocess.ipynb #41cccfb5
+@contextlib.contextmanager
+def _torch_threads(n:int):
+    "Run the block with torch using `n` threads, then restore its setting."
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(threads)
+
+def _index_row(row:int, head:dict, info:dict, rel:str) -> dict:
+    "The index row of one preprocessed file: array row, header fields, pixel spacing, head found, fixes, warnings, path."
+    sr, sc = info['spacing']
+    return dict(row=row, **{f: head.get(f) for f in _INDEX_FIELDS}, spacing_row=float(sr),
+                spacing_col=float(sc), head_found=bool(info['head_found']),
+                fixes=';'.join(info.get('fixes', [])), warnings='; '.join(info.get('warnings', [])),
+                path=rel)
+
+# %% ../nbs/06_preprocess.ipynb #7e23fa5d
 def _build_chunk(task, # (split, chunk number, first row, relative paths, source folder, data offset of the array)
                  out:Path, size:int, windows:list, scale:str=DEFAULT_SCALE, fov_mm:float|None=DEFAULT_FOV_MM):
     "Preprocess one chunk into its rows of `{split}.npy`, flush, then record it in the journal."
@@ -347,10 +373,7 @@ def _build_chunk(task, # (split, chunk number, first row, relative paths, source
     split, k, start, rels, folder, offset = task
     buf = _chunk_buffer((len(rels), len(windows), size, size))
     rows, problems = [], []
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)    # one core per chunk: small images gain nothing from threads, and lose a lot under load
-    try:
+    with _torch_threads(1):     # one core per chunk: small images gain nothing from threads, and lose a lot under load
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             for i, rel in enumerate(rels):
@@ -362,12 +385,7 @@ def _build_chunk(task, # (split, chunk number, first row, relative paths, source
                     buf[i] = 0
                     problems.append(dict(split=split, path=rel, reason=problem_reason(e, path)))
                     continue
-                sr, sc = info['spacing']
-                rows.append(dict(row=start+i, **{f: head.get(f) for f in _INDEX_FIELDS}, spacing_row=float(sr),
-                                 spacing_col=float(sc), head_found=bool(info['head_found']),
-                                 fixes=';'.join(info.get('fixes', [])), warnings='; '.join(info.get('warnings', [])),
-                                 path=rel))
-    finally: torch.set_num_threads(threads)
+                rows.append(_index_row(start+i, head, info, rel))
     _pwrite_all(out/f'{split}.npy', memoryview(buf).cast('B'), offset + start*buf[0].nbytes)
     write_text_atomic(out/'.build'/f'{split}-{k:06d}.json', json.dumps(dict(rows=rows, problems=problems)))
     return len(rows), len(problems)
@@ -411,6 +429,7 @@ def _settings(size, windows, chunk_size, scale=DEFAULT_SCALE, fov_mm=DEFAULT_FOV
                 windows=[dict(name=n, level=float(lv), width=float(wd)) for n, lv, wd in windows],
                 channels=_channels(windows), scale=scale, fov_mm=fov_mm, chunk_size=int(chunk_size))
 
+# %% ../nbs/06_preprocess.ipynb #b70147ea
 @contextlib.contextmanager
 def _build_lock(out:Path, progress:bool=True):
     "Hold the exclusive lock of the cache in `out` (its `.lock` file), waiting for another builder when there is one."
@@ -428,6 +447,7 @@ def _build_lock(out:Path, progress:bool=True):
         yield
     finally: f.close()                                 # (closing the file releases the lock)
 
+# %% ../nbs/06_preprocess.ipynb #036e37d4
 def _mismatch(old:dict, new:dict) -> list:
     old = {**old, **cache_scale(old)}
     return [f"{k}={old.get(k)!r} (asked: {new[k]!r})" for k in new if old.get(k) != new[k]]
@@ -453,6 +473,7 @@ def _create_array(path:Path, shape:tuple) -> int:
         raise CacheError(f"{show_path(path)}: holds {a.dtype} {a.shape}, expected uint8 {shape}; delete the cache and rebuild")
     return a.offset
 
+# %% ../nbs/06_preprocess.ipynb #f80543fe
 def _check_out(out:Path, splits:dict):
     "Refuse an output that is a file, or that lies inside a folder the cache is built from."
     if out.exists() and not out.is_dir():
@@ -468,6 +489,7 @@ def _check_out(out:Path, splits:dict):
                     for p in out.iterdir())):                                   # half-written cache.json: not foreign
         raise CacheError(f"{show_path(out)}: exists and is not a cache (no cache.json); refusing to write into it")
 
+# %% ../nbs/06_preprocess.ipynb #64cef0a9
 def _finished(out:Path, settings:dict, files:dict, data_dir, progress:bool) -> dict|None:
     "`cache.json` of a complete cache in `out` built with `settings` from `files`; None when there is none yet."
     info_path = out/'cache.json'
@@ -488,7 +510,7 @@ def _finished(out:Path, settings:dict, files:dict, data_dir, progress:bool) -> d
     if progress: print(f"{show_path(out)}: cache complete, nothing to do")
     return old
 
-# %% ../nbs/06_preprocess.ipynb #b70147ea
+# %% ../nbs/06_preprocess.ipynb #0b143884
 def build_cache(data_dir, # RSNA folder (`stage_2_train.csv`, `stage_2_train/`, `stage_2_test/`) or a folder of DICOM files
                 cache_dir, # where the cache goes; an unfinished cache there is resumed
                 size:int=256, # side of the preprocessed square, pixels
@@ -509,22 +531,26 @@ def build_cache(data_dir, # RSNA folder (`stage_2_train.csv`, `stage_2_train/`, 
     label_file = find_rsna(data_dir).train_csv if 'train' in files else None
     labels = read_labels(label_file) if label_file is not None else None   # a bad label file fails now, not in hours
     info = _finished(out, settings, files, data_dir, progress)            # a complete cache is only read: no lock
-    if info is None:
-        out.mkdir(parents=True, exist_ok=True)
-        with _build_lock(out, progress):
-            info = _finished(out, settings, files, data_dir, progress)    # another builder may have finished it meanwhile
-            if info is None: info = _build(out, settings, splits, labels, label_file, wins, n_workers, progress, data_dir)
-            shutil.rmtree(out/'.build', ignore_errors=True)               # (before the lock is released)
-        if progress: print(cache_report(out))
+    if info is None: info = _build_locked(out, settings, splits, files, labels, label_file, wins, n_workers, progress, data_dir)
     if not any(v['slices'] for v in info['splits'].values()):
         raise CacheError(f"{show_path(data_dir)}: none of its {sum(v['files'] for v in info['splits'].values())} file(s) "
                          f"could be preprocessed; reasons in {show_path(out/'problems.csv')}")
     return info
 
-def _build(out, settings, splits, labels, label_file, wins, n_workers, progress, data_dir) -> dict:
-    "Build (or resume) the cache in `out`, holding its lock; return its `cache.json`."
-    files = {s: rel for s, (_, rel) in splits.items()}
-    size, chunk_size = settings['size'], settings['chunk_size']
+# %% ../nbs/06_preprocess.ipynb #6bb68ecd
+def _build_locked(out, settings, splits, files, labels, label_file, wins, n_workers, progress, data_dir) -> dict:
+    "Take the cache's lock; return the cache another builder finished meanwhile, or build (resume) it; report it."
+    out.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out, progress):
+        info = _finished(out, settings, files, data_dir, progress)    # another builder may have finished it meanwhile
+        if info is None: info = _build(out, settings, splits, labels, label_file, wins, n_workers, progress, data_dir)
+        shutil.rmtree(out/'.build', ignore_errors=True)               # (before the lock is released)
+    if progress: print(cache_report(out))
+    return info
+
+# %% ../nbs/06_preprocess.ipynb #089ab3d0
+def _start_build(out:Path, settings:dict, splits:dict, files:dict):
+    "Write `cache.json` (`complete: false`) and each split's file list once; refuse a resume whose files changed."
     info_path = out/'cache.json'
     (out/'.build').mkdir(exist_ok=True)
     if not info_path.exists(): write_text_atomic(info_path, json.dumps(dict(settings, complete=False), indent=1))
@@ -534,21 +560,19 @@ def _build(out, settings, splits, labels, label_file, wins, n_workers, progress,
         elif json.loads(plan.read_text()) != rel:
             raise CacheError(f"{show_path(out)}: the files under {show_path(splits[s][0])} changed since this cache was "
                              f"started; delete {show_path(out)} to rebuild, or restore the folder")
-    slot = len(wins)*size*size
-    shapes = {s: (len(rel), len(wins), size, size) for s, rel in files.items() if rel}
-    _check_disk(out, {out/f'{s}.npy': n*slot for s, (n, *_) in shapes.items()})
-    offsets = {s: _create_array(out/f'{s}.npy', shape) for s, shape in shapes.items()}
+
+def _chunk_tasks(out:Path, files:dict, splits:dict, chunk_size:int, offsets:dict) -> tuple[list, dict]:
+    "The chunks not yet in the journal (as `_build_chunk` tasks), and the number of chunks of each split."
     tasks, n_chunks = [], {}
     for s, rel in files.items():
         n_chunks[s] = (len(rel) + chunk_size - 1)//chunk_size
         tasks += [(s, k, k*chunk_size, rel[k*chunk_size:(k+1)*chunk_size], str(splits[s][0]), offsets[s])
                   for k in range(n_chunks[s]) if not (out/'.build'/f'{s}-{k:06d}.json').exists()]
-    done, total = sum(n_chunks.values()) - len(tasks), sum(n_chunks.values())
-    if progress and done: print(f"{show_path(out)}: resuming; {done} of {total} chunks were done before")
-    n_workers = num_cpus() if n_workers is None else n_workers
-    if tasks: parallel_progress(_build_chunk, tasks, f'chunks of {chunk_size} files', progress, total=len(tasks),
-                                n_workers=min(n_workers, len(tasks)) if n_workers > 1 else 0,
-                                out=out, size=size, windows=wins, scale=settings['scale'], fov_mm=settings['fov_mm'])
+    return tasks, n_chunks
+
+# %% ../nbs/06_preprocess.ipynb #06cab7fa
+def _finish_splits(out:Path, files:dict, n_chunks:dict, labels, label_file) -> dict:
+    "Write each split's index table and `problems.csv` from the journal; the per-split summary for `cache.json`."
     all_problems, summary = [], {}
     for s, rel in files.items():
         idx, problems = _finish_split(out, s, n_chunks[s], labels if s == 'train' else None, label_file)
@@ -558,11 +582,32 @@ def _build(out, settings, splits, labels, label_file, wins, n_workers, progress,
                           array=f'{s}.npy' if rel else None, index=f'{s}.parquet' if rel else None)
     problems = pd.DataFrame(all_problems, columns=['split', 'path', 'reason']).sort_values(['split', 'path'])
     write_table_atomic(problems, out/'problems.csv')
+    return summary
+
+# %% ../nbs/06_preprocess.ipynb #c58c37ba
+def _build(out, settings, splits, labels, label_file, wins, n_workers, progress, data_dir) -> dict:
+    "Build (or resume) the cache in `out`, holding its lock; return its `cache.json`."
+    files = {s: rel for s, (_, rel) in splits.items()}
+    size, chunk_size = settings['size'], settings['chunk_size']
+    _start_build(out, settings, splits, files)
+    slot = len(wins)*size*size
+    shapes = {s: (len(rel), len(wins), size, size) for s, rel in files.items() if rel}
+    _check_disk(out, {out/f'{s}.npy': n*slot for s, (n, *_) in shapes.items()})
+    offsets = {s: _create_array(out/f'{s}.npy', shape) for s, shape in shapes.items()}
+    tasks, n_chunks = _chunk_tasks(out, files, splits, chunk_size, offsets)
+    done, total = sum(n_chunks.values()) - len(tasks), sum(n_chunks.values())
+    if progress and done: print(f"{show_path(out)}: resuming; {done} of {total} chunks were done before")
+    n_workers = num_cpus() if n_workers is None else n_workers
+    if tasks: parallel_progress(_build_chunk, tasks, f'chunks of {chunk_size} files', progress, total=len(tasks),
+                                n_workers=min(n_workers, len(tasks)) if n_workers > 1 else 0,
+                                out=out, size=size, windows=wins, scale=settings['scale'], fov_mm=settings['fov_mm'])
+    summary = _finish_splits(out, files, n_chunks, labels, label_file)
     info = dict(settings, complete=True, source=str(Path(data_dir).expanduser().resolve()),
                 splits=summary, problems='problems.csv')
-    write_text_atomic(info_path, json.dumps(info, indent=1))
+    write_text_atomic(out/'cache.json', json.dumps(info, indent=1))
     return info
 
+# %% ../nbs/06_preprocess.ipynb #9f45bccd
 def _scale_text(info:dict) -> str:
     s = cache_scale(info)
     if s['scale'] == 'fit': return 'head box fills the frame (scale fit)'

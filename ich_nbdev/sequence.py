@@ -13,6 +13,7 @@ import ich_nbdev                                  # first: it hides a deprecatio
 import numpy as np, pandas as pd, torch
 import torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
+from fastcore.basics import patch
 from fastcore.script import call_parse
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
@@ -57,33 +58,27 @@ class SeqNet(nn.Module):
             self.rnn = (nn.GRU if kind == 'gru' else nn.LSTM)(hidden, hidden, layers, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2*hidden, self.n_out)
         nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)   # starts as the slice model
-    def forward(self, x, # `(B, L, n_emb + 6)` padded series: embedding then logits of each slice
-                lengths, # `(B,)` real slices per series
-               ):
-        emb, logit = x[..., :-self.n_out], x[..., -self.n_out:]
-        mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None])[..., None].float()
-        if self.training:
-            emb = F.dropout(emb, self.emb_drop)
-            logit = logit + self.logit_noise * torch.randn_like(logit)
-        h = self.proj(torch.cat([self.norm(emb), logit], -1)) * mask
-        if self.kind == 'conv':                        # padding zeroed after each layer: the edges see what a lone series sees
-            o = h
-            for conv in self.rnn: o = F.relu(conv(o.transpose(1, 2))).transpose(1, 2) * mask
-        else:
-            packed = nn.utils.rnn.pack_padded_sequence(h, lengths.cpu().long(), batch_first=True, enforce_sorted=False)
-            o = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
-        return (logit + self.out(o)) * mask
-    def predict_series(self, feats:list, # per series `(S, n_emb + 6)`: embeddings then logits, z-ordered
-                       bs:int=32) -> list:
-        "Probabilities `(S, 6)` per series (eval mode, padded batches)."
-        self.eval(); dev = next(self.parameters()).device; out = []
-        with torch.no_grad():
-            for i in range(0, len(feats), bs):
-                x, n = pad_series(feats[i:i+bs])
-                p = torch.sigmoid(self(x.to(dev), n)).cpu().numpy()
-                out += [p[j, :k] for j, k in enumerate(n.tolist())]
-        return out
 
+# %% ../nbs/14_sequence.ipynb #f0f8cb20
+@patch
+def forward(self:SeqNet, x, # `(B, L, n_emb + 6)` padded series: embedding then logits of each slice
+            lengths, # `(B,)` real slices per series
+           ):
+    emb, logit = x[..., :-self.n_out], x[..., -self.n_out:]
+    mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None])[..., None].float()
+    if self.training:
+        emb = F.dropout(emb, self.emb_drop)
+        logit = logit + self.logit_noise * torch.randn_like(logit)
+    h = self.proj(torch.cat([self.norm(emb), logit], -1)) * mask
+    if self.kind == 'conv':                        # padding zeroed after each layer: the edges see what a lone series sees
+        o = h
+        for conv in self.rnn: o = F.relu(conv(o.transpose(1, 2))).transpose(1, 2) * mask
+    else:
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths.cpu().long(), batch_first=True, enforce_sorted=False)
+        o = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
+    return (logit + self.out(o)) * mask
+
+# %% ../nbs/14_sequence.ipynb #967c5712
 def pad_series(feats:list, # per series `(S_i, F)` arrays
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "Zero-padded `(B, max S, F)` float tensor and the `(B,)` lengths."
@@ -91,6 +86,18 @@ def pad_series(feats:list, # per series `(S_i, F)` arrays
     x = torch.zeros(len(feats), int(n.max()) if len(feats) else 0, feats[0].shape[1] if len(feats) else 0)
     for j, f in enumerate(feats): x[j, :len(f)] = torch.as_tensor(np.asarray(f), dtype=torch.float32)
     return x, n
+
+@patch
+def predict_series(self:SeqNet, feats:list, # per series `(S, n_emb + 6)`: embeddings then logits, z-ordered
+                   bs:int=32) -> list:
+    "Probabilities `(S, 6)` per series (eval mode, padded batches)."
+    self.eval(); dev = next(self.parameters()).device; out = []
+    with torch.no_grad():
+        for i in range(0, len(feats), bs):
+            x, n = pad_series(feats[i:i+bs])
+            p = torch.sigmoid(self(x.to(dev), n)).cpu().numpy()
+            out += [p[j, :k] for j, k in enumerate(n.tolist())]
+    return out
 
 # %% ../nbs/14_sequence.ipynb #7f80de3a
 def series_features(model:IchModel, # the slice model (single slice or 2.5D), from `load_model`
@@ -167,6 +174,83 @@ def _check_base(base, cache_dir):
     check_folds(idx, model.ich.get('valid_fold', 0), model.ich.get('n_folds', 5))
     return model, cache_dir
 
+# %% ../nbs/14_sequence.ipynb #ffe3c724
+def _split_series(idx:pd.DataFrame, # the split's index in z order (`series_features`)
+                  feats:np.ndarray, # `(N, D + 6)` features of its slices
+                  ich:dict, # the base model's settings (`n_folds`, `seed`, `valid_fold`)
+                 ):
+    "The labels, the row positions of the training and validation slices, and the training and validation `SeriesRows`."
+    fold = patient_folds(idx, n_folds=ich.get('n_folds', 5), seed=ich.get('seed', 42)).to_numpy()
+    y = idx[SUBTYPES].to_numpy(np.float32)
+    cut = np.flatnonzero(idx['slice_index'].to_numpy() == 0)[1:]
+    groups = np.split(np.arange(len(idx)), cut)
+    is_val = np.array([fold[g[0]] == ich.get('valid_fold', 0) for g in groups])
+    mk = lambda sel: SeriesRows([feats[g] for g, s in zip(groups, sel) if s], [y[g] for g, s in zip(groups, sel) if s])
+    vi = np.concatenate([g for g, s in zip(groups, is_val) if s])
+    tr = np.concatenate([g for g, s in zip(groups, is_val) if not s])
+    return y, tr, vi, mk(~is_val), mk(is_val)
+
+# %% ../nbs/14_sequence.ipynb #895a0a75
+def _fit_seq(trn:SeriesRows, val:SeriesRows, # training and validation series
+             n_emb:int, out:Path, # embedding size; the Learner's folder
+             kind, hidden, layers, epochs, bs, lr, wd, remedy, progress, # as in `train_seq`
+            ) -> tuple[Learner, float]:
+    "The trained `Learner` of a `SeqNet` and the seconds its training took."
+    dls = DataLoaders(SeriesDL(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs), SeriesDL(val, bs=bs, shuffle=False), device='cpu')
+    net = SeqNet(n_emb, hidden=hidden, kind=kind, layers=layers, **REMEDIES[remedy])
+    learn = Learner(dls, net, loss_func=MaskedBCE(), opt_func=RAdam, wd=wd, path=out)
+    out.mkdir(parents=True, exist_ok=True)
+    t1 = time.time()
+    with training_progress(learn, progress), warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        learn.fit_one_cycle(epochs, lr)
+    return learn, time.time() - t1
+
+# %% ../nbs/14_sequence.ipynb #516c4a62
+def _valid_preds_table(image_ids:np.ndarray, # the validation slices' image ids
+                       p:np.ndarray, y:np.ndarray, # `(N, 6)` probabilities and labels
+                      ) -> pd.DataFrame:
+    "`image_id`, the six probabilities and the six `*_label` columns."
+    preds = pd.DataFrame(p, columns=SUBTYPES); preds.insert(0, 'image_id', image_ids)
+    return preds.join(pd.DataFrame(y.astype(int), columns=[f'{s}_label' for s in SUBTYPES]))
+
+def _seq_summary(y:np.ndarray, # `(N, 6)` labels of the split
+                 tr:np.ndarray, vi:np.ndarray, # row positions of the training and validation slices
+                 p:np.ndarray, base_p:np.ndarray, # `(len(vi), 6)` probabilities of the sequence stage and of the base model
+                ) -> dict:
+    "`metrics_summary` of the sequence stage, with the prior-only log loss and the base model's log loss and AUC(any)."
+    summary = metrics_summary(y[vi], p)
+    base_m = metrics_summary(y[vi], base_p)
+    summary.update(prior_log_loss=float(prior_log_loss(y[tr], y[vi])), base_weighted_log_loss=base_m['weighted_log_loss'],
+                   base_auc_any=base_m['auc_any'])
+    return summary
+
+# %% ../nbs/14_sequence.ipynb #92cd88ab
+def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, its base model, the output folder
+                 idx:pd.DataFrame, feats:np.ndarray, # from `series_features`
+                 y, tr, vi, val:SeriesRows, # from `_split_series`
+                 settings:dict, # `seq_kind`, `hidden`, `layers`, `remedy`, `epochs`, `bs`, `lr`, `seed` (in this order)
+                 n_train_series:int, secs:dict, # training series; `embed_seconds` and `train_seconds`
+                ) -> dict:
+    "Write `model.pkl` (both stages), `valid_preds.csv` and `metrics.json`; the result of `train_seq`."
+    ich, st = model.ich, settings
+    p = np.concatenate(learn.model.predict_series(val.feats)) if len(val) else np.zeros((0, 6), np.float32)
+    base_p = 1 / (1 + np.exp(-feats[vi, -len(SUBTYPES):]))
+    learn.ich = dict(ich, kind='sequence', seq_kind=st['seq_kind'], hidden=st['hidden'], layers=st['layers'], remedy=st['remedy'],
+                     seq_epochs=st['epochs'], seq_lr=st['lr'], seq_bs=st['bs'], seq_seed=st['seed'], base_arch=ich.get('arch'))
+    learn.base_learn = model.cnn
+    with atomic_write(out/'model.pkl') as tmp: learn.export(tmp)
+    preds = _valid_preds_table(idx['image_id'].to_numpy()[vi], p, y[vi])
+    write_table_atomic(preds, out/'valid_preds.csv')
+    summary = _seq_summary(y, tr, vi, p, base_p)
+    summary.update(arch=ich.get('arch'), context=model.context, kind='sequence', **settings,
+                   valid_fold=ich.get('valid_fold'), n_folds=ich.get('n_folds'), train_series=n_train_series, valid_series=len(val),
+                   train_slices=int(len(tr)), valid_slices=int(len(vi)), **secs)
+    summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
+    write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
+    return dict(summary, learn=learn, valid_preds=preds, base_valid_p=base_p, valid_index=idx.iloc[vi].reset_index(drop=True), out=out)
+
+# %% ../nbs/14_sequence.ipynb #93142f12
 def train_seq(base, # the base slice model: an `ich-train` output folder, its `model.pkl`, or an `IchModel`
               cache_dir, # the cache the base model was trained on
               out, # output folder (created when missing)
@@ -185,45 +269,12 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
     t0 = time.time()
     idx, feats = series_features(model, cache_dir, 'train')
     embed_secs = time.time() - t0
-    ich = model.ich
-    fold = patient_folds(idx, n_folds=ich.get('n_folds', 5), seed=ich.get('seed', 42)).to_numpy()
-    y = idx[SUBTYPES].to_numpy(np.float32)
-    cut = np.flatnonzero(idx['slice_index'].to_numpy() == 0)[1:]
-    groups = np.split(np.arange(len(idx)), cut)
-    is_val = np.array([fold[g[0]] == ich.get('valid_fold', 0) for g in groups])
-    mk = lambda sel: SeriesRows([feats[g] for g, s in zip(groups, sel) if s], [y[g] for g, s in zip(groups, sel) if s])
-    trn, val = mk(~is_val), mk(is_val)
-    dls = DataLoaders(SeriesDL(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs), SeriesDL(val, bs=bs, shuffle=False), device='cpu')
-    net = SeqNet(feats.shape[1] - len(SUBTYPES), hidden=hidden, kind=kind, layers=layers, **REMEDIES[remedy])
-    learn = Learner(dls, net, loss_func=MaskedBCE(), opt_func=RAdam, wd=wd, path=out)
-    out.mkdir(parents=True, exist_ok=True)
-    t1 = time.time()
-    with training_progress(learn, progress), warnings.catch_warnings():
-        warnings.simplefilter('ignore', UserWarning)
-        learn.fit_one_cycle(epochs, lr)
-    train_secs = time.time() - t1
-    vi = np.concatenate([g for g, s in zip(groups, is_val) if s])
-    p = np.concatenate(net.predict_series(val.feats)) if len(val) else np.zeros((0, 6), np.float32)
-    base_p = 1 / (1 + np.exp(-feats[vi, -len(SUBTYPES):]))
-    learn.ich = dict(ich, kind='sequence', seq_kind=kind, hidden=hidden, layers=layers, remedy=remedy, seq_epochs=epochs,
-                     seq_lr=lr, seq_bs=bs, seq_seed=seed, base_arch=ich.get('arch'))
-    learn.base_learn = model.cnn
-    with atomic_write(out/'model.pkl') as tmp: learn.export(tmp)
-    preds = pd.DataFrame(p, columns=SUBTYPES); preds.insert(0, 'image_id', idx['image_id'].to_numpy()[vi])
-    preds = preds.join(pd.DataFrame(y[vi].astype(int), columns=[f'{s}_label' for s in SUBTYPES]))
-    write_table_atomic(preds, out/'valid_preds.csv')
-    summary = metrics_summary(y[vi], p)
-    base_m = metrics_summary(y[vi], base_p)
-    tr = np.concatenate([g for g, s in zip(groups, is_val) if not s])
-    summary.update(prior_log_loss=float(prior_log_loss(y[tr], y[vi])), base_weighted_log_loss=base_m['weighted_log_loss'],
-                   base_auc_any=base_m['auc_any'], arch=ich.get('arch'), context=model.context, kind='sequence', seq_kind=kind,
-                   hidden=hidden, layers=layers, remedy=remedy, epochs=epochs, bs=bs, lr=lr, seed=seed,
-                   valid_fold=ich.get('valid_fold'), n_folds=ich.get('n_folds'), train_series=len(trn), valid_series=len(val),
-                   train_slices=int(len(tr)), valid_slices=int(len(vi)), embed_seconds=round(embed_secs, 1),
-                   train_seconds=round(train_secs, 1))
-    summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
-    write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
-    return dict(summary, learn=learn, valid_preds=preds, base_valid_p=base_p, valid_index=idx.iloc[vi].reset_index(drop=True), out=out)
+    y, tr, vi, trn, val = _split_series(idx, feats, model.ich)
+    learn, train_secs = _fit_seq(trn, val, feats.shape[1] - len(SUBTYPES), out, kind, hidden, layers, epochs, bs, lr, wd,
+                                 remedy, progress)
+    settings = dict(seq_kind=kind, hidden=hidden, layers=layers, remedy=remedy, epochs=epochs, bs=bs, lr=lr, seed=seed)
+    return _seq_results(learn, model, out, idx, feats, y, tr, vi, val, settings, len(trn),
+                        dict(embed_seconds=round(embed_secs, 1), train_seconds=round(train_secs, 1)))
 
 # %% ../nbs/14_sequence.ipynb #b077b384
 def plot_series_any(index:pd.DataFrame, # z-ordered slices of the validation series (`slice_index`, `series_id`, `any`)
