@@ -12,7 +12,7 @@ from pathlib import Path
 import ich_nbdev                                   # first: it hides a deprecation notice fastai's import would print
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
-from fastcore.basics import num_cpus
+from fastcore.basics import num_cpus, patch
 from fastcore.parallel import parallel
 from fastcore.script import call_parse
 from fastai.learner import Learner, load_learner
@@ -84,6 +84,7 @@ def slice_outputs(learn:Learner, # a slice model (single slice or 2.5D): a learn
     if not logits: return np.zeros((0, len(SUBTYPES)), np.float32), np.zeros((0, lin.in_features), np.float32)
     return torch.cat(logits).numpy(), torch.cat(got).numpy()
 
+# %% ../nbs/13_inference.ipynb #ffef7104
 class IchModel:
     "A loaded model of any kind (single slice, 2.5D, 2.5D + sequence): its settings `ich` and one way to predict a series."
     runtime = 'torch'                             # `is_onnx` tells it from an `OnnxModel` (chapter 19)
@@ -102,26 +103,32 @@ class IchModel:
         return getattr(self.cnn, name)
     def __repr__(self):
         return f"IchModel({self.kind}, {self.ich.get('arch', '?')}, context {self.context}, {'+'.join(self.ich.get('channels', []))})"
-    def predict_many(self, xs:list, # z-ordered series, each uint8 `(S, C, H, W)` preprocessed with `preprocess_args`
-                     bs:int=64, tta:bool=False, # batch size; average with the mirror images' predictions
-                    ) -> list:
-        "Six probabilities `(S, 6)` per slice of each series."
-        xs = [np.asarray(x) for x in xs]
-        if not xs: return []
-        lens = np.cumsum([len(x) for x in xs])[:-1]
-        allx = np.concatenate([stack_context(x, self.context) for x in xs])
-        if self.seq is None: return np.split(predict_images(self.cnn, allx, bs=bs, flip_tta=tta), lens)
-        ps = []
-        for flip in ((False, True) if tta else (False,)):
-            logits, emb = slice_outputs(self.cnn, allx, bs=bs, flip=flip)
-            feats = np.split(np.concatenate([emb, logits], 1), lens)
-            ps.append(np.concatenate(self.seq.predict_series(feats)))
-        return np.split(sum(ps) / len(ps), lens)
-    def predict_series(self, x, # one z-ordered series, uint8 `(S, C, H, W)`
-                       bs:int=64, tta:bool=False) -> np.ndarray:
-        "Six probabilities `(S, 6)` for the slices of one z-ordered series."
-        return self.predict_many([x], bs=bs, tta=tta)[0]
 
+# %% ../nbs/13_inference.ipynb #5f9da4c5
+@patch
+def predict_many(self:IchModel, xs:list, # z-ordered series, each uint8 `(S, C, H, W)` preprocessed with `preprocess_args`
+                 bs:int=64, tta:bool=False, # batch size; average with the mirror images' predictions
+                ) -> list:
+    "Six probabilities `(S, 6)` per slice of each series."
+    xs = [np.asarray(x) for x in xs]
+    if not xs: return []
+    lens = np.cumsum([len(x) for x in xs])[:-1]
+    allx = np.concatenate([stack_context(x, self.context) for x in xs])
+    if self.seq is None: return np.split(predict_images(self.cnn, allx, bs=bs, flip_tta=tta), lens)
+    ps = []
+    for flip in ((False, True) if tta else (False,)):
+        logits, emb = slice_outputs(self.cnn, allx, bs=bs, flip=flip)
+        feats = np.split(np.concatenate([emb, logits], 1), lens)
+        ps.append(np.concatenate(self.seq.predict_series(feats)))
+    return np.split(sum(ps) / len(ps), lens)
+
+@patch
+def predict_series(self:IchModel, x, # one z-ordered series, uint8 `(S, C, H, W)`
+                   bs:int=64, tta:bool=False) -> np.ndarray:
+    "Six probabilities `(S, 6)` for the slices of one z-ordered series."
+    return self.predict_many([x], bs=bs, tta=tta)[0]
+
+# %% ../nbs/13_inference.ipynb #7ee0a977
 def is_onnx(model) -> bool:
     "Is `model` an `OnnxModel` (chapter 19: ONNX Runtime on the CPU) rather than a torch model?"
     return getattr(model, 'runtime', None) == 'onnx'
@@ -144,18 +151,9 @@ def model_runtime(path, runtime:str='auto', cpu:bool|None=None) -> str:
     fresh = onnx.is_file() and (not pkl.is_file() or onnx.stat().st_mtime >= pkl.stat().st_mtime)
     return 'onnx' if on_cpu and fresh else 'torch'
 
-def load_model(path, # `model.pkl` written by `ich-train` / `learn.export`, or the folder holding it (or a `.onnx` from `ich-export`)
-               cpu:bool|None=None, # load onto the CPU; default: the CPU unless a GPU is there
-               runtime:str='torch', # 'torch': the learner; 'onnx': its ONNX export (an `OnnxModel`); 'auto': ONNX on a CPU when exported
-              ) -> IchModel:
-    "Load an exported `ich_nbdev` model of any kind for prediction (`IchModel`, or `OnnxModel` for the ONNX runtime); `ModelError` for a missing or foreign file."
-    p = Path(path).expanduser()
-    if model_runtime(p, runtime, cpu) == 'onnx':
-        from ich_nbdev.deploy import load_onnx          # chapter 19: ONNX Runtime, imported only when it is asked for
-        return load_onnx(onnx_beside(p))
-    if p.is_dir() and (p/'model.pkl').is_file(): p = p/'model.pkl'
-    if not p.is_file(): raise ModelError(f"{p}: no such model file (ich-train writes one as OUT/model.pkl)")
-    cpu = not torch.cuda.is_available() if cpu is None else cpu
+# %% ../nbs/13_inference.ipynb #feab0245
+def _load_learner(p:Path, cpu:bool) -> Learner:
+    "The exported `ich_nbdev` learner in the file `p`; `ModelError` for anything else."
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')                # the pickle warning of `load_learner`; see the note above
         try: learn = load_learner(p, cpu=cpu)
@@ -168,7 +166,22 @@ def load_model(path, # `model.pkl` written by `ich-train` / `learn.export`, or t
     if not isinstance(ich, dict) or any(k not in ich for k in _ICH_KEYS):
         raise ModelError(f"{p}: a fastai Learner, but not an ich_nbdev one (no preprocessing settings in learn.ich); "
                          "train it with ich-train or ich_learner")
-    m = IchModel(learn, p)
+    return learn
+
+# %% ../nbs/13_inference.ipynb #2ae9546f
+def load_model(path, # `model.pkl` written by `ich-train` / `learn.export`, or the folder holding it (or a `.onnx` from `ich-export`)
+               cpu:bool|None=None, # load onto the CPU; default: the CPU unless a GPU is there
+               runtime:str='torch', # 'torch': the learner; 'onnx': its ONNX export (an `OnnxModel`); 'auto': ONNX on a CPU when exported
+              ) -> IchModel:
+    "Load an exported `ich_nbdev` model of any kind for prediction (`IchModel`, or `OnnxModel` for the ONNX runtime); `ModelError` for a missing or foreign file."
+    p = Path(path).expanduser()
+    if model_runtime(p, runtime, cpu) == 'onnx':
+        from ich_nbdev.deploy import load_onnx          # chapter 19: ONNX Runtime, imported only when it is asked for
+        return load_onnx(onnx_beside(p))
+    if p.is_dir() and (p/'model.pkl').is_file(): p = p/'model.pkl'
+    if not p.is_file(): raise ModelError(f"{p}: no such model file (ich-train writes one as OUT/model.pkl)")
+    cpu = not torch.cuda.is_available() if cpu is None else cpu
+    m = IchModel(_load_learner(p, cpu), p)
     if cpu: m.learn.model.cpu(); m.cnn.model.cpu()
     m.learn.model.eval(); m.cnn.model.eval().to(memory_format=torch.channels_last)   # `load_learner(cpu=True)` undoes it; see below
     return m
@@ -178,7 +191,6 @@ def as_model(model, # an `IchModel`, a fastai learner from `ich_learner`/`train_
     "An `IchModel` for whatever names a model."
     if isinstance(model, IchModel): return model
     return IchModel(model) if isinstance(model, Learner) else load_model(model)
-
 
 # %% ../nbs/13_inference.ipynb #764db4f7
 def _preprocess_chunk(paths:list, size:int, windows:str, **kwargs):
@@ -197,6 +209,7 @@ def _preprocess_chunk(paths:list, size:int, windows:str, **kwargs):
     finally: torch.set_num_threads(threads)
     return x[:len(ok)], ok, problems
 
+# %% ../nbs/13_inference.ipynb #c265b1a9
 def _model_input(learn:Learner) -> tuple[int, str]:
     "Preprocessing settings of a model: cache size and the `level/width` of each channel."
     return int(learn.ich['cache_size']), ','.join(learn.ich['window_specs'])
@@ -205,6 +218,7 @@ def _chunks(n:int, n_workers:int, chunk_size:int) -> list:
     step = max(1, min(chunk_size, math.ceil(n/max(n_workers, 1))))
     return [range(i, min(i+step, n)) for i in range(0, n, step)]
 
+# %% ../nbs/13_inference.ipynb #519c8b0f
 def preprocess_files(paths:list, # DICOM files
                      size:int=256, # side of the output squares
                      windows:str='brain,subdural,bone', # window names or `level/width` pairs, comma-separated
@@ -266,6 +280,7 @@ def _series_waves(index:pd.DataFrame, # z-ordered slices (`number_slices`)
     if a < len(index): waves.append(range(a, len(index)))
     return waves
 
+# %% ../nbs/13_inference.ipynb #7300b844
 def predict_ordered(model:IchModel, # from `as_model`
                     x:np.ndarray, # uint8 slices `(N, C, H, W)` of whole series, in the order of `series`
                     series, # `(N,)` series id of each slice: slices of a series are together and z-ordered
@@ -291,6 +306,31 @@ def slice_input(model, # a model from `load_model` (or a learner)
     j = np.clip(int(r['slice_index']) + np.arange(-(k//2), k//2 + 1), 0, len(ser) - 1)
     return np.concatenate([preprocess_file(ser['path'].iloc[i], **pp)[0] for i in j])   # slice-major, as `stack_context`
 
+# %% ../nbs/13_inference.ipynb #cbe5bf84
+def _predict_folder_onnx(model, dicom_dir, bs, tta, n_workers, progress, required_ids):
+    "`predict_folder` for an ONNX model, through ONNX Runtime (`deploy.predict_dicom`)."
+    from ich_nbdev.deploy import predict_dicom      # chapter 19
+    t0 = time.time()
+    preds, problems = predict_dicom(model, dicom_dir, bs=bs, tta=tta, n_workers=n_workers or 0)
+    if required_ids is not None:
+        _require(required_ids, preds.image_id, problems, 'demanded by the sample submission have no readable DICOM file')
+    if progress: print(f"predicted: {len(preds)} slice(s) through ONNX Runtime, {len(problems)} file(s) left out, "
+                       f"{time.time() - t0:.1f} s")
+    return preds, problems
+
+# %% ../nbs/13_inference.ipynb #ae168d10
+def _predict_waves(learn:IchModel, meta:pd.DataFrame, pp:dict, bs:int, tta:bool, n_workers:int, chunk_size:int, bars:bool):
+    "`PRED_COLUMNS` of the z-ordered slices `meta`, preprocessed a wave of whole series at a time, and the problems of each wave."
+    waves = _series_waves(meta, max(1, n_workers) * 4 * chunk_size)
+    probs, rows, bad = [], [], []
+    for w in progress_iter(waves, 'slices', progress=bars and len(waves) > 1):
+        x, ok, p = preprocess_files(meta.path.iloc[w.start:w.stop].tolist(), n_workers=n_workers, chunk_size=chunk_size, **pp)
+        probs.append(predict_ordered(learn, x, meta.series_id.iloc[w.start:w.stop].to_numpy()[ok], bs=bs, tta=tta))
+        rows += [w.start + i for i in ok]; bad.append(p)
+    p = np.concatenate(probs) if probs else np.zeros((0, len(SUBTYPES)), np.float32)
+    return _with_probs(meta.iloc[rows], p), bad
+
+# %% ../nbs/13_inference.ipynb #cf5ea980
 def predict_folder(model, # a model from `load_model`, a learner, or the path of `model.pkl`
                    dicom_dir, # folder of DICOM files (searched recursively), or a list of files
                    bs:int=64, # batch size
@@ -302,14 +342,7 @@ def predict_folder(model, # a model from `load_model`, a learner, or the path of
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Six probabilities per readable slice (`PRED_COLUMNS`) and the files that could not be used (`path`, `reason`)."
     if is_onnx(model) or str(model).endswith('.onnx'):   # ONNX Runtime: `predict_dicom`
-        from ich_nbdev.deploy import predict_dicom      # chapter 19
-        t0 = time.time()
-        preds, problems = predict_dicom(model, dicom_dir, bs=bs, tta=tta, n_workers=n_workers or 0)
-        if required_ids is not None:
-            _require(required_ids, preds.image_id, problems, 'demanded by the sample submission have no readable DICOM file')
-        if progress: print(f"predicted: {len(preds)} slice(s) through ONNX Runtime, {len(problems)} file(s) left out, "
-                           f"{time.time() - t0:.1f} s")
-        return preds, problems
+        return _predict_folder_onnx(model, dicom_dir, bs, tta, n_workers, progress, required_ids)
     learn = as_model(model)
     pp = preprocess_args(learn)
     bars = progress and show_progress()             # live bars on a terminal or in a notebook; else one line per stage
@@ -319,16 +352,9 @@ def predict_folder(model, # a model from `load_model`, a learner, or the path of
     if required_ids is not None:
         _require(required_ids, meta.image_id, problems, 'demanded by the sample submission have no readable DICOM file')
     n_workers = num_cpus() if n_workers is None else n_workers
-    meta = number_slices(meta)                      # whole series, ordered along z: the unit every kind of model predicts
-    waves = _series_waves(meta, max(1, n_workers) * 4 * chunk_size)
-    probs, rows, bad, t1 = [], [], [problems], time.time()
-    for w in progress_iter(waves, 'slices', progress=bars and len(waves) > 1):
-        x, ok, p = preprocess_files(meta.path.iloc[w.start:w.stop].tolist(), n_workers=n_workers, chunk_size=chunk_size, **pp)
-        probs.append(predict_ordered(learn, x, meta.series_id.iloc[w.start:w.stop].to_numpy()[ok], bs=bs, tta=tta))
-        rows += [w.start + i for i in ok]; bad.append(p)
-    p = np.concatenate(probs) if probs else np.zeros((0, len(SUBTYPES)), np.float32)
-    preds = _with_probs(meta.iloc[rows], p)
-    problems = pd.concat([b for b in bad if len(b)] or [bad[0]], ignore_index=True).sort_values('path', ignore_index=True)
+    meta, t1 = number_slices(meta), time.time()     # whole series, ordered along z: the unit every kind of model predicts
+    preds, bad = _predict_waves(learn, meta, pp, bs, tta, n_workers, chunk_size, bars)
+    problems = pd.concat([b for b in [problems, *bad] if len(b)] or [problems], ignore_index=True).sort_values('path', ignore_index=True)
     if progress and not bars: print(f"predicted: {len(preds)} slice(s){' with flip TTA' if tta else ''}, {time.time() - t1:.1f} s")
     return preds, problems
 
@@ -365,6 +391,7 @@ def _same_scale(a:tuple, b:tuple) -> bool:
     if a[0] != b[0]: return False
     return a[0] != 'fixed' or a[1] is None or b[1] is None or float(a[1]) == float(b[1])
 
+# %% ../nbs/13_inference.ipynb #af2572f6
 def _cache_channels(learn:Learner, info:dict, cache_dir) -> list:
     "Channel indices of the cache that give the model its input, or `ModelError` naming what does not fit."
     wins = [(float(w['level']), float(w['width'])) for w in info['windows']]
@@ -383,6 +410,7 @@ def _cache_channels(learn:Learner, info:dict, cache_dir) -> list:
                                 f"at the model's {_scale_text(*m_scale)}, or predict from the DICOM folder")
     return [wins.index(w) for w in want]
 
+# %% ../nbs/13_inference.ipynb #4d1ae11f
 def predict_cache(model, # a model from `load_model`, a learner, or the path of `model.pkl`
                   cache_dir, # a cache built by `ich-prepare` / `build_cache`
                   split:str='test', # which split to predict
@@ -432,6 +460,7 @@ def _split_ids(ids:pd.Series, source:str) -> pd.DataFrame:
                                         f"in {', '.join(SUBTYPES)}: {show_ids(ids[bad])}")
     return pd.DataFrame({'image_id': parts[0], 'subtype': parts[1]})
 
+# %% ../nbs/13_inference.ipynb #08998bd4
 def check_submission(sub:pd.DataFrame, # the table to check: columns `ID`, `Label`
                      expected_ids=None, # IDs it must hold (list, sample submission path or DataFrame); None: six per image
                     ) -> pd.DataFrame:
@@ -534,6 +563,7 @@ def writable_dir(folder, # the folder to write into; created, with its parents, 
         raise UsageError(f"{what}: cannot write in {d} ({why}); choose a folder you can write to") from None
     return d
 
+# %% ../nbs/13_inference.ipynb #9b532f16
 @contextlib.contextmanager
 def output_lock(path, # an output file (or any name in the folder the outputs go to)
                ):
@@ -553,6 +583,7 @@ def output_lock(path, # an output file (or any name in the folder the outputs go
         with contextlib.suppress(OSError): os.unlink(lock)
         f.close()
 
+# %% ../nbs/13_inference.ipynb #758d031b
 def write_together(items, # (content, path, options) per file: a DataFrame (CSV; options go to `to_csv`), str or bytes
                   ) -> list:
     "Write files so that none replaces its old version unless every one was written whole; the first is replaced last."
@@ -572,6 +603,24 @@ def write_together(items, # (content, path, options) per file: a DataFrame (CSV;
     return [Path(p) for _, p, _ in items]
 
 # %% ../nbs/13_inference.ipynb #81ae7af0
+def _check_clip(clip):
+    if not 0 <= clip < 0.5:
+        raise UsageError(f"--clip must be at least 0 and below 0.5 (probabilities are clipped to [clip, 1 - clip]), "
+                         f"not {clip!r}; the default 1e-4 costs a right answer at most 1e-4 nats")
+
+def _predict_args(out, bs, n_workers, clip, runtime) -> Path:
+    "`--out` as a path, once every argument of `ich-predict` that needs no file passed its check; `UsageError` otherwise."
+    check_arg('--runtime', runtime, choices=RUNTIMES, hint='auto takes the ONNX export on a CPU when the model has one')
+    check_arg('--bs', bs, lo=1, hint='slices per forward pass, e.g. 64')
+    if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 reads the files in this process')
+    _check_clip(clip)
+    out = Path(out).expanduser()
+    if out.suffix != '.csv': raise UsageError(f"--out must end in .csv, not '{out.name}'")
+    if out.is_dir(): raise UsageError(f"--out {out} is a folder; give the submission's file name, e.g. {out/'submission.csv'}")
+    writable_dir(out.parent, '--out')
+    return out
+
+# %% ../nbs/13_inference.ipynb #42b5685b
 def _resolve_input(dicom_dir, sample_submission):
     "The folder to predict and the sample submission: an RSNA folder's own `stage_2_test/` and sample by default."
     d = Path(dicom_dir).expanduser()
@@ -585,11 +634,37 @@ def _resolve_input(dicom_dir, sample_submission):
         note += f" for the IDs of {rsna.sample_submission.name}"
     return rsna.test_dir, sample_submission, note
 
-def _check_clip(clip):
-    if not 0 <= clip < 0.5:
-        raise UsageError(f"--clip must be at least 0 and below 0.5 (probabilities are clipped to [clip, 1 - clip]), "
-                         f"not {clip!r}; the default 1e-4 costs a right answer at most 1e-4 nats")
+def _wanted_ids(sample_submission) -> np.ndarray|None:
+    "The image ids a sample submission (path or DataFrame) demands; None without one."
+    if sample_submission is None: return None
+    return _split_ids(_ids_of(sample_submission, 'sample submission'), str(sample_submission))['image_id'].unique()
 
+# %% ../nbs/13_inference.ipynb #01bf3bd1
+def _model_line(learn, tta:bool, note) -> str:
+    "The line `ich-predict` prints on the model it loaded: architecture, size, windows, TTA, input and runtime."
+    return (f"ich-predict: model {learn.ich.get('arch', '?')} ({learn.ich['cache_size']} px; "
+            f"{', '.join(f'{c} {w}' for c, w in zip(learn.ich['channels'], learn.ich['window_specs']))}), "
+            f"TTA {'on' if tta else 'off'}" + (f"; {note}" if note else '')
+            + ("; runtime ONNX Runtime (CPU)" if is_onnx(learn) else ''))
+
+def _report_run(preds:pd.DataFrame, problems:pd.DataFrame, secs:float, problems_path:Path):
+    "Print what a prediction run did: images, files, speed, studies and series, and every file left out."
+    n_files = len(preds) + len(problems)
+    print(f"{len(preds)} image(s) from {n_files} file(s) in {secs:.1f} s ({len(preds)/max(secs, 1e-9):.1f} slices/s); "
+          f"{preds.study_id.nunique()} stud(ies), {preds.series_id.nunique()} series")
+    if len(problems):
+        print(f"{len(problems)} file(s) could not be used (listed in {problems_path}):")
+        for p, r in problems.itertuples(index=False): print(f"  {p}: {r}")
+    else: print("problems: none")
+    sys.stdout.flush()
+
+def _wrote_line(out:Path, sub:pd.DataFrame, sample_submission, probs_path:Path, problems_path:Path) -> str:
+    "The line `ich-predict` prints on the files it wrote (before the time it took)."
+    return (f"wrote {out} ({len(sub)} rows: {len(sub)//len(SUBTYPES)} images × {len(SUBTYPES)}, checked"
+            + (f" against {Path(sample_submission).name}" if isinstance(sample_submission, (str, Path)) else '')
+            + f"), {probs_path.name} and {problems_path.name}")
+
+# %% ../nbs/13_inference.ipynb #23d6eeb2
 @call_parse
 def ich_predict(model:str, # exported model: model.pkl from ich-train, or its folder
                 dicom_dir:str, # folder of DICOM slices (searched recursively); an RSNA folder: its stage_2_test/
@@ -605,39 +680,17 @@ def ich_predict(model:str, # exported model: model.pkl from ich-train, or its fo
     "Predict the six hemorrhage probabilities of every slice in DICOM_DIR and write a checked Kaggle submission."
     with cli_errors('ich-predict'):
         t0 = time.time()
-        check_arg('--runtime', runtime, choices=RUNTIMES, hint='auto takes the ONNX export on a CPU when the model has one')
-        check_arg('--bs', bs, lo=1, hint='slices per forward pass, e.g. 64')
-        if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 reads the files in this process')
-        _check_clip(clip)
-        out = Path(out).expanduser()
-        if out.suffix != '.csv': raise UsageError(f"--out must end in .csv, not '{out.name}'")
-        if out.is_dir(): raise UsageError(f"--out {out} is a folder; give the submission's file name, e.g. {out/'submission.csv'}")
-        writable_dir(out.parent, '--out')
+        out = _predict_args(out, bs, n_workers, clip, runtime)
         src, sample_submission, note = _resolve_input(dicom_dir, sample_submission)
-        want = None
-        if sample_submission is not None:
-            want = _split_ids(_ids_of(sample_submission, 'sample submission'), str(sample_submission))['image_id'].unique()
+        want = _wanted_ids(sample_submission)
         learn = load_model(model, runtime=runtime)
-        print(f"ich-predict: model {learn.ich.get('arch', '?')} ({learn.ich['cache_size']} px; "
-              f"{', '.join(f'{c} {w}' for c, w in zip(learn.ich['channels'], learn.ich['window_specs']))}), "
-              f"TTA {'on' if tta else 'off'}" + (f"; {note}" if note else '')
-              + ("; runtime ONNX Runtime (CPU)" if is_onnx(learn) else ''), flush=True)
+        print(_model_line(learn, tta, note), flush=True)
         t1 = time.time()
-        preds, problems = predict_folder(learn, src, bs=bs, tta=tta, n_workers=n_workers, progress=not quiet,
-                                         required_ids=want)
+        preds, problems = predict_folder(learn, src, bs=bs, tta=tta, n_workers=n_workers, progress=not quiet, required_ids=want)
         secs = time.time() - t1
         probs_path, problems_path = out.with_name(out.stem + '_probs.csv'), out.with_name(out.stem + '_problems.csv')
-        n_files = len(preds) + len(problems)
-        print(f"{len(preds)} image(s) from {n_files} file(s) in {secs:.1f} s ({len(preds)/max(secs, 1e-9):.1f} slices/s); "
-              f"{preds.study_id.nunique()} stud(ies), {preds.series_id.nunique()} series")
-        if len(problems):
-            print(f"{len(problems)} file(s) could not be used (listed in {problems_path}):")
-            for p, r in problems.itertuples(index=False): print(f"  {p}: {r}")
-        else: print("problems: none")
-        sys.stdout.flush()
+        _report_run(preds, problems, secs, problems_path)
         sub = submission(preds, sample_submission, clip=(clip, 1 - clip) if clip else None, problems=problems)
         with output_lock(out):                        # 6 significant digits: ample for a probability
             write_together([(sub, out, dict(float_format='%.6g')), (preds, probs_path, {}), (problems, problems_path, {})])
-        print(f"wrote {out} ({len(sub)} rows: {len(sub)//len(SUBTYPES)} images × {len(SUBTYPES)}, checked"
-              + (f" against {Path(sample_submission).name}" if isinstance(sample_submission, (str, Path)) else '')
-              + f"), {probs_path.name} and {problems_path.name}; {time.time()-t0:.1f} s in all")
+        print(_wrote_line(out, sub, sample_submission, probs_path, problems_path) + f"; {time.time()-t0:.1f} s in all")

@@ -86,6 +86,7 @@ def _text(v) -> str:
     if isinstance(v, (list, tuple, pydicom.multival.MultiValue)): return '\\'.join(str(x) for x in v)
     return str(v)
 
+# %% ../nbs/15_sources.ipynb #9327d656
 def _group(ds, frame_seq, name, item=None):
     "Attribute `name` of the functional group `item` (e.g. PixelMeasuresSequence) in a frame's or the shared groups."
     for g in frame_seq:
@@ -96,6 +97,7 @@ def _group(ds, frame_seq, name, item=None):
             if v is not None: return v
     return None
 
+# %% ../nbs/15_sources.ipynb #eb23eb17
 def orientation_of(iop) -> tuple[str, float]:
     "`(plane, tilt)`: 'axial', 'coronal', 'sagittal' (or '' when unknown) and the angle in degrees between the normal and the patient's z."
     v = _floats(iop, 6)
@@ -140,6 +142,7 @@ def _row(ds, path, frame=None, groups=(), pixel_mm=None):
                 kernel=_text(ds.get('ConvolutionKernel')), description=_text(ds.get('SeriesDescription')),
                 plane=plane, tilt=tilt)
 
+# %% ../nbs/15_sources.ipynb #8f73fa82
 def dicomdir_files(path) -> tuple[list, list]:
     "Files a DICOMDIR lists, and a problem row for each that is missing."
     ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -153,6 +156,7 @@ def dicomdir_files(path) -> tuple[list, list]:
         else: bad.append(dict(path=str(p), reason=f"listed in {Path(path).name} but missing"))
     return out, bad
 
+# %% ../nbs/15_sources.ipynb #18c3c4f7
 def dicom_rows(path, pixel_mm:float|None=None) -> list[dict]:
     "Slice rows of one DICOM file (one per frame); `SourceError` when it is not a readable image file."
     why = path_problem(path)
@@ -181,6 +185,7 @@ def _rescale(ds, frame):
     s, i = _floats(s, 1), _floats(i, 1)
     return (s[0] if s else 1.0), (i[0] if i else 0.0), s is None and i is None
 
+# %% ../nbs/15_sources.ipynb #66bf8113
 def dicom_hu(path, # a DICOM file
              frame:int=-1, # frame of a multi-frame file (-1: a single-frame file)
             ) -> tuple[np.ndarray, list]:
@@ -227,6 +232,7 @@ def nifti_image(path):
                           "one 3-D CT volume per file is expected")
     return img
 
+# %% ../nbs/15_sources.ipynb #81ef128b
 def _nifti_name(path) -> str:
     n = Path(path).name
     for s in NIFTI_SUFFIXES:
@@ -250,6 +256,7 @@ def nifti_rows(path) -> list[dict]:
                          kernel='', description='', plane='axial', tilt=0.0))
     return rows
 
+# %% ../nbs/15_sources.ipynb #e40698e7
 def nifti_hu(path, index:int) -> np.ndarray:
     "Axial slice `index` of a NIfTI volume in HU, in the radiological convention (patient's right on the left, anterior up)."
     vol, _ = _nifti_volume(str(path))
@@ -282,6 +289,7 @@ def image_pixel_mm(path) -> float|None:
     mm = 25.4/float(dpi[0])
     return mm if 0.1 <= mm <= 5 else None
 
+# %% ../nbs/15_sources.ipynb #5ebce6ee
 def _natural(s:str): return [int(t) if t.isdigit() else t.lower() for t in re.split(r'(\d+)', s)]
 
 def image_rows(paths:list, root, # image files and the folder they were found in
@@ -317,17 +325,9 @@ def _series_table(rows:pd.DataFrame) -> pd.DataFrame:
               spacing_row=('spacing_row', 'median'), path=('path', 'first')).reset_index()
     return s[SERIES_COLUMNS]
 
-def read_source(src, # a folder (searched recursively), one file (DICOM, NIfTI, image, DICOMDIR), or a list of files
-                window:str='brain', # the window image files (PNG/JPG/TIFF) were saved in
-                pixel_mm:float|None=None, # pixel size in mm of image files and of DICOM files without PixelSpacing (None: unknown)
-                progress:bool=False, # one line (or a bar) while the headers are read
-               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    "`(slices, series, problems)` of every image in `src`: DICOM (any series, multi-frame, DICOMDIR), NIfTI and image files."
-    if isinstance(src, (str, os.PathLike)):
-        src = Path(src).expanduser()
-        if not src.exists(): raise SourceError(f"{show_path(src)}: no such file or folder")
-        files, root = (dicom_files(src), src) if src.is_dir() else ([src], src.parent)
-    else: files, root = [Path(p) for p in src], Path('.')
+# %% ../nbs/15_sources.ipynb #b09a68af
+def _read_headers(files:list, pixel_mm, progress:bool) -> tuple[list, list, list]:
+    "Slice rows and problem rows of the DICOM and NIfTI files in `files` (DICOMDIRs followed), and the image files, to read after."
     rows, problems, images, seen = [], [], [], set()
     todo = list(files)
     for p in progress_iter(todo, 'headers', progress=progress):
@@ -346,6 +346,21 @@ def read_source(src, # a folder (searched recursively), one file (DICOM, NIfTI, 
                 continue
             rows += dicom_rows(p, pixel_mm)
         except SourceError as e: problems.append(dict(path=str(p), reason=str(e).removeprefix(f'{show_path(p)}: ')))
+    return rows, problems, images
+
+# %% ../nbs/15_sources.ipynb #210786cf
+def read_source(src, # a folder (searched recursively), one file (DICOM, NIfTI, image, DICOMDIR), or a list of files
+                window:str='brain', # the window image files (PNG/JPG/TIFF) were saved in
+                pixel_mm:float|None=None, # pixel size in mm of image files and of DICOM files without PixelSpacing (None: unknown)
+                progress:bool=False, # one line (or a bar) while the headers are read
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    "`(slices, series, problems)` of every image in `src`: DICOM (any series, multi-frame, DICOMDIR), NIfTI and image files."
+    if isinstance(src, (str, os.PathLike)):
+        src = Path(src).expanduser()
+        if not src.exists(): raise SourceError(f"{show_path(src)}: no such file or folder")
+        files, root = (dicom_files(src), src) if src.is_dir() else ([src], src.parent)
+    else: files, root = [Path(p) for p in src], Path('.')
+    rows, problems, images = _read_headers(files, pixel_mm, progress)
     try: rows += image_rows(images, root, window, pixel_mm)
     except ValueError as e: raise SourceError(f"window of the images: {e}") from None
     df = pd.DataFrame(rows, columns=SLICE_COLUMNS + ['modality', 'image_type', 'kernel', 'description', 'plane', 'tilt'])
@@ -359,6 +374,18 @@ def read_source(src, # a folder (searched recursively), one file (DICOM, NIfTI, 
 def _is_scout(r) -> bool: return 'LOCALIZER' in r.image_type or bool(_SCOUT.search(r.description or ''))
 def _is_bone(r) -> bool: return bool(_BONE.search(f"{r.kernel} {r.description}"))
 
+def _candidates(s:pd.DataFrame, grp:pd.DataFrame, max_tilt:float) -> list:
+    "Rows of a study's series `grp` a model could read; each of the others gets its `reason` in `s`."
+    cand = []
+    for i, r in grp.iterrows():
+        if r.kind != 'dicom': cand.append(i); continue
+        if _is_scout(r): s.at[i, 'reason'] = 'localizer (scout)'; continue
+        if r.plane and (r.plane != 'axial' or r.tilt > max_tilt):
+            s.at[i, 'reason'] = f"not axial ({r.plane}, {r.tilt:.0f}° from the axial plane)"; continue
+        cand.append(i)
+    return cand
+
+# %% ../nbs/15_sources.ipynb #3b23652b
 def choose_series(series:pd.DataFrame, # from `read_source`
                   thickness:float=5.0, # slice thickness (mm) the model was trained on
                   max_tilt:float=30., # largest angle (degrees) between the slice normal and the patient's z axis
@@ -367,13 +394,7 @@ def choose_series(series:pd.DataFrame, # from `read_source`
     s = series.copy()
     s['chosen'], s['reason'] = False, ''
     for study, grp in s.groupby('study_id', sort=False):
-        cand = []
-        for i, r in grp.iterrows():
-            if r.kind != 'dicom': cand.append(i); continue
-            if _is_scout(r): s.at[i, 'reason'] = 'localizer (scout)'; continue
-            if r.plane and (r.plane != 'axial' or r.tilt > max_tilt):
-                s.at[i, 'reason'] = f"not axial ({r.plane}, {r.tilt:.0f}° from the axial plane)"; continue
-            cand.append(i)
+        cand = _candidates(s, grp, max_tilt)
         if not cand: continue
         def key(i):
             r = s.loc[i]
@@ -392,6 +413,7 @@ def choose_series(series:pd.DataFrame, # from `read_source`
             s.at[i, 'reason'] = why
     return s
 
+# %% ../nbs/15_sources.ipynb #e2460ff6
 def study_problems(chosen:pd.DataFrame) -> pd.DataFrame:
     "A problem row for each study with no series left to read, listing its series and why each was left out."
     out = []
@@ -423,6 +445,7 @@ def slice_hu(row, # a row of the slice table
     hu, notes = dicom_hu(row.path, int(row.frame))
     return hu, spacing, notes
 
+# %% ../nbs/15_sources.ipynb #6d386953
 def _image_hu(row, windows):
     "Grey levels of an image row back to the HU of its declared window; `SourceError` when `windows` needs others."
     (name, level, width), = parse_windows(row.window)
@@ -542,6 +565,7 @@ def _labels_of(src, grp, ids) -> pd.DataFrame:
     lab.index = ids
     return lab
 
+# %% ../nbs/15_sources.ipynb #74af1023
 def write_nifti_sample(src, # RSNA-layout DICOM folder, e.g. `synth_sample()/'stage_2_train'`
                        out, # folder to write (created)
                        n_studies:int|None=None, # the first n series only
@@ -567,6 +591,7 @@ def write_nifti_sample(src, # RSNA-layout DICOM folder, e.g. `synth_sample()/'st
     _mark_synthetic(out, 'nifti')
     return out
 
+# %% ../nbs/15_sources.ipynb #f2a329cf
 def write_png_sample(src, out, n_studies:int|None=None, # as `write_nifti_sample`
                      window:str='brain', # the window the images are saved in
                      bits:int=8, # 8 or 16
@@ -592,6 +617,7 @@ def write_png_sample(src, out, n_studies:int|None=None, # as `write_nifti_sample
     _mark_synthetic(out, f'png ({name} window)')
     return out
 
+# %% ../nbs/15_sources.ipynb #e5018fc5
 def _base_ds(ref, sop_class, modality, series_uid, desc='', kernel='', image_type='ORIGINAL\\PRIMARY\\AXIAL'):
     fm = FileMetaDataset()
     fm.MediaStorageSOPClassUID, fm.TransferSyntaxUID = sop_class, ExplicitVRLittleEndian
@@ -613,6 +639,7 @@ def _save(ds, path, sop=None):
     with pydicom.config.disable_value_validation(): ds.save_as(path, enforce_file_format=True)
     return Path(path)
 
+# %% ../nbs/15_sources.ipynb #ce72459f
 def write_ot_sample(src, out, n_studies:int|None=None, # as `write_nifti_sample`
                    ) -> Path:
     "Each slice of `src` as a secondary capture (Modality OT) holding int16 HU, no rescale, no PixelSpacing, as CT-ICH's."
@@ -645,6 +672,7 @@ def _ct(ref, series_uid, desc, kernel, thickness, h, z, spacing, k, image_type='
     ds.PixelData = (np.round(h) + 1024).astype('<i2').tobytes()
     return ds
 
+# %% ../nbs/15_sources.ipynb #3cf53117
 def _enhanced(ref, series_uid, hu, z, spacing, thickness):
     ds = _base_ds(ref, EnhancedCTImageStorage, 'CT', series_uid, 'Head 5mm multi-frame', 'STANDARD', 'ORIGINAL\\PRIMARY\\AXIAL')
     ds.NumberOfFrames, (ds.Rows, ds.Columns) = len(hu), hu.shape[1:]
@@ -663,35 +691,37 @@ def _enhanced(ref, series_uid, hu, z, spacing, thickness):
     ds.PixelData = (np.round(hu) + 1024).astype('<i2').tobytes()
     return ds
 
-def write_clinical_sample(src, out, n_studies:int=3, # as `write_nifti_sample`
-                          no_axial:bool=True, # add a study with only a localizer and a reformat
-                          dicomdir:bool=True, # write through pydicom's FileSet, with a DICOMDIR
-                         ) -> Path:
-    "Clinical study folders from the synthetic series: localizer, soft and bone kernels, thin and thick, a reformat, multi-frame."
+# %% ../nbs/15_sources.ipynb #2e054309
+def _study_datasets(study, grp, hu, sp, # a series of `_series_volumes`
+                    multi_frame:bool, # the soft-tissue series as one Enhanced CT multi-frame file
+                    axial:bool=True, # False: only the localizer and the reformat
+                   ) -> tuple[list, list|None]:
+    "The datasets of one clinical study, and the image ids of its soft-tissue series (None without axial series)."
+    ref = dict(patient=str(grp.patient_id.iloc[0]), study=str(study))
+    z, H, W = grp.z.to_numpy(float), hu.shape[1], hu.shape[2]
+    dz = float(np.median(np.diff(z))) if len(z) > 1 else 5.
+    cor = hu[::-1, H//2, :]                                              # rows from the top of the head down
+    dss = [_ct(ref, generate_uid(), 'Topogram 0.6 T20s', 'T20s', 0.6, cor, 0, (dz, sp[1]), 0,
+               'ORIGINAL\\PRIMARY\\LOCALIZER', (1, 0, 0, 0, 0, -1), (-W*sp[1]/2, 0, z.max())),
+           _ct(ref, generate_uid(), 'Head 2mm coronal', 'H30s', 2.0, cor, 0, (dz, sp[1]), 0,
+               'DERIVED\\SECONDARY\\REFORMATTED', (1, 0, 0, 0, 0, -1), (-W*sp[1]/2, 0, z.max()))]
+    if not axial: return dss, None
+    soft, bone, thin = generate_uid(), generate_uid(), generate_uid()
+    if multi_frame:
+        mf = _enhanced(ref, soft, hu, z, sp, 5.0); mf.SOPInstanceUID = generate_uid(); dss.append(mf)
+        ids = [f'{mf.SOPInstanceUID}_f{k:04d}' for k in range(len(grp))]
+    else: ids = grp.image_id.tolist()
+    for k, (r, h) in enumerate(zip(grp.itertuples(index=False), hu)):
+        if not multi_frame:
+            ds = _ct(ref, soft, 'Head 5mm', 'H30s', 5.0, h, z[k], sp, k); ds.SOPInstanceUID = r.image_id; dss.append(ds)
+        dss.append(_ct(ref, bone, 'Head 5mm bone', 'H70h', 5.0, h, z[k], sp, k))
+        dss.append(_ct(ref, thin, 'Head 1.25mm', 'H30s', 1.25, h, z[k], sp, k))
+    return dss, ids
+
+# %% ../nbs/15_sources.ipynb #f69c1104
+def _write_datasets(dss:list, out:Path, dicomdir:bool):
+    "Write `dss` into `out`: through pydicom's `FileSet`, with a DICOMDIR, or as `IM000000.dcm`, ..."
     from pydicom.fileset import FileSet
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    dss, tabs = [], []
-    for n, (study, grp, hu, sp) in enumerate(_series_volumes(src, n_studies + int(no_axial))):
-        ref = dict(patient=str(grp.patient_id.iloc[0]), study=str(study))
-        z, H, W = grp.z.to_numpy(float), hu.shape[1], hu.shape[2]
-        dz = float(np.median(np.diff(z))) if len(z) > 1 else 5.
-        cor = hu[::-1, H//2, :]                                              # rows from the top of the head down
-        dss.append(_ct(ref, generate_uid(), 'Topogram 0.6 T20s', 'T20s', 0.6, cor, 0, (dz, sp[1]), 0,
-                       'ORIGINAL\\PRIMARY\\LOCALIZER', (1, 0, 0, 0, 0, -1), (-W*sp[1]/2, 0, z.max())))
-        dss.append(_ct(ref, generate_uid(), 'Head 2mm coronal', 'H30s', 2.0, cor, 0, (dz, sp[1]), 0,
-                       'DERIVED\\SECONDARY\\REFORMATTED', (1, 0, 0, 0, 0, -1), (-W*sp[1]/2, 0, z.max())))
-        if no_axial and n == n_studies: continue
-        soft, bone, thin = generate_uid(), generate_uid(), generate_uid()
-        if n % 2 == 1:
-            mf = _enhanced(ref, soft, hu, z, sp, 5.0); mf.SOPInstanceUID = generate_uid(); dss.append(mf)
-            ids = [f'{mf.SOPInstanceUID}_f{k:04d}' for k in range(len(grp))]
-        else: ids = grp.image_id.tolist()
-        for k, (r, h) in enumerate(zip(grp.itertuples(index=False), hu)):
-            if n % 2 == 0:
-                ds = _ct(ref, soft, 'Head 5mm', 'H30s', 5.0, h, z[k], sp, k); ds.SOPInstanceUID = r.image_id; dss.append(ds)
-            dss.append(_ct(ref, bone, 'Head 5mm bone', 'H70h', 5.0, h, z[k], sp, k))
-            dss.append(_ct(ref, thin, 'Head 1.25mm', 'H30s', 1.25, h, z[k], sp, k))
-        tabs.append(_labels_of(src, grp, ids).assign(study_id=str(study)))
     for ds in dss:
         if 'SOPInstanceUID' not in ds: ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -702,6 +732,21 @@ def write_clinical_sample(src, out, n_studies:int=3, # as `write_nifti_sample`
             fs.write(out)
         else:
             for i, ds in enumerate(dss): ds.save_as(out/f'IM{i:06d}.dcm', enforce_file_format=True)
+
+# %% ../nbs/15_sources.ipynb #5ce77534
+def write_clinical_sample(src, out, n_studies:int=3, # as `write_nifti_sample`
+                          no_axial:bool=True, # add a study with only a localizer and a reformat
+                          dicomdir:bool=True, # write through pydicom's FileSet, with a DICOMDIR
+                         ) -> Path:
+    "Clinical study folders from the synthetic series: localizer, soft and bone kernels, thin and thick, a reformat, multi-frame."
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    dss, tabs = [], []
+    for n, (study, grp, hu, sp) in enumerate(_series_volumes(src, n_studies + int(no_axial))):
+        axial = not (no_axial and n == n_studies)
+        study_dss, ids = _study_datasets(study, grp, hu, sp, multi_frame=n % 2 == 1, axial=axial)
+        dss += study_dss
+        if axial: tabs.append(_labels_of(src, grp, ids).assign(study_id=str(study)))
+    _write_datasets(dss, out, dicomdir)
     lab = pd.concat(tabs).rename_axis('image_id').reset_index()
     lab.drop(columns='study_id').to_csv(out/'labels.csv', index=False)
     lab.groupby('study_id')[SUBTYPES].max().reset_index().to_csv(out/'study_labels.csv', index=False)
