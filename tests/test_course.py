@@ -1,6 +1,6 @@
 """The course reads as a course: the opening chapter cites the thesis and says what is reproduced; the chapters edited
-for reading (00, 03, 05, 07, 09–11) and the appendix pages A3–A8 end with two or three exercises and keep their code
-cells short; the module chapters 01, 02, 04, 06, 08, 13, 17 and 18 end with exercises too; the triage lesson shows
+for reading (00, 03, 05, 07, 09–11) and the appendix pages A3–A8 end with two or three exercises; every lesson (00–19)
+and those appendix pages keep their code cells short; the module chapters 01, 02, 04, 06, 08, 13, 17 and 18 end with exercises too; the triage lesson shows
 its HTML report and the main job draws its data flow; no lesson uses a module before the chapter that teaches it; the landing page lists every notebook; and
 `tools/course_stats.py` measures what it says."""
 import html, importlib.util, json, re
@@ -40,10 +40,23 @@ def test_ends_with_exercises(name):
         f'{name}: the last cell should be an "## Exercises" section; it starts {last[:60]!r}'
     assert 2 <= stats.exercises(nb) <= 3, f'{name}: {stats.exercises(nb)} exercises; give two or three'
 
-@pytest.mark.parametrize('name', COURSE_EDITED + APPENDIX_PAGES)
+LESSONS = sorted(p.stem for p in NBS.glob('[0-9][0-9]_*.ipynb'))
+# Cells allowed past MAX_CELL_LINES, by notebook: train_model and ich_train, whose documented parameter lists
+# (one line per parameter, as nbdev's docments want) are 27 and 30 lines before their bodies start.
+LONG_CELLS = {'08_learner': 2}
+
+def _cell_lines(nb): return [stats.longest_code_cell(dict(cells=[c])) for c in nb['cells'] if c['cell_type'] == 'code']
+
+@pytest.mark.parametrize('name', LESSONS + APPENDIX_PAGES)
 def test_code_cells_are_short(name):
-    n = stats.longest_code_cell(_nb(name))
-    assert n <= MAX_CELL_LINES, f'{name}: a code cell of {n} lines; split it (at most {MAX_CELL_LINES})'
+    long = sorted((n for n in _cell_lines(_nb(name)) if n > MAX_CELL_LINES), reverse=True)
+    allowed = LONG_CELLS.get(name, 0)
+    assert len(long) <= allowed, f'{name}: code cells of {long} lines; split them (at most {MAX_CELL_LINES})'
+    assert all(n <= 2*MAX_CELL_LINES for n in long), f'{name}: a code cell of {long[0]} lines'
+
+def test_every_lesson_is_checked_for_short_cells():
+    assert len(LESSONS) >= 20 and {'00_course', '08_learner', '19_deploy'} <= set(LESSONS)
+    assert set(LONG_CELLS) <= set(LESSONS)
 
 def test_opening_chapter_cites_the_thesis_and_says_what_is_reproduced():
     nb = _nb('00_course'); md = _flat(_text(nb))
