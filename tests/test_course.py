@@ -172,3 +172,9 @@ def test_course_stats_counts():
         {'cell_type': 'markdown', 'source': '3. And a third.'}]}
     assert (stats.longest_code_cell(nb), stats.pictures(nb), stats.exercises(nb)) == (4, 1, 3)
     assert stats.exercises({'cells': [{'cell_type': 'markdown', 'source': '1. not under an exercises heading'}]}) == 0
+
+@pytest.mark.parametrize('name', ['13_inference', '17_triage'])
+def test_inference_and_triage_lessons_use_a_course_model(name):
+    "The lessons that apply a model use one the model chapters train (the demo model only keeps mechanics quick)."
+    code = '\n'.join(_src(c) for c in _nb(name)['cells'] if c['cell_type'] == 'code' and not _src(c).startswith('#| export'))
+    assert re.search(r"course_model\('(resnet50|mobilenetv2_100|efficientnet_b2)'\)", code), f'{name}: no course_model(...) in its lesson cells'
