@@ -1,7 +1,7 @@
 """The course reads as a course: the opening chapter cites the thesis and says what is reproduced; the chapters edited
 for reading (00, 03, 05, 07, 09–11) and the appendix pages A3–A8 end with two or three exercises; every lesson (00–19)
 and those appendix pages keep their code cells short; the module chapters 01, 02, 04, 06, 08, 13, 17 and 18 end with exercises too; the triage lesson shows
-its HTML report and the main job draws its data flow; no lesson uses a module before the chapter that teaches it; the landing page lists every notebook; and
+its HTML report and, with the inference lesson, applies a model of the model chapters; the main job draws its data flow; no lesson uses a module before the chapter that teaches it; the landing page lists every notebook; and
 `tools/course_stats.py` measures what it says."""
 import html, importlib.util, json, re
 from pathlib import Path
