@@ -21,7 +21,7 @@ from fastai.torch_core import TensorImage
 from .core import (SUBTYPES, cache_root, number_slices, atomic_write, show_progress, progress_iter,
                             UsageError, check_arg, cli_errors)
 from .data import find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomError, show_ids
-from .preprocess import preprocess_file, open_cache, CacheError, problem_reason
+from .preprocess import preprocess_file, open_cache, CacheError, problem_reason, _torch_threads
 from .windowing import parse_windows
 from .learner import synth_cache, train_model, predict_images, predict_rows, CacheRows, LearnerSetupError
 from .context import stack_context
@@ -195,18 +195,14 @@ def as_model(model, # an `IchModel`, a fastai learner from `ich_learner`/`train_
 # %% ../nbs/13_inference.ipynb #764db4f7
 def _preprocess_chunk(paths:list, size:int, windows:str, **kwargs):
     "Preprocess `paths` here: (uint8 array of the usable ones, their positions in `paths`, problem rows)."
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     x = np.empty((len(paths), len(parse_windows(windows)), size, size), np.uint8)
     ok, problems = [], []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            for i, p in enumerate(paths):
-                try: x[len(ok)] = preprocess_file(p, size, windows, **kwargs)[0]
-                except Exception as e: problems.append(dict(path=str(p), reason=problem_reason(e, p))); continue
-                ok.append(i)
-    finally: torch.set_num_threads(threads)
+    with _torch_threads(1), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        for i, p in enumerate(paths):
+            try: x[len(ok)] = preprocess_file(p, size, windows, **kwargs)[0]
+            except Exception as e: problems.append(dict(path=str(p), reason=problem_reason(e, p))); continue
+            ok.append(i)
     return x[:len(ok)], ok, problems
 
 # %% ../nbs/13_inference.ipynb #c265b1a9
