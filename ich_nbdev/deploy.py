@@ -19,48 +19,67 @@ from .data import dicom_meta
 from .preprocess import preprocess_file, check_scale, problem_reason
 
 # %% auto #0
-__all__ = ['ONNX_KEY', 'ONNX_FORMAT', 'PRED_COLUMNS', 'OnnxModelError', 'onnx_settings', 'export_onnx', 'OnnxModel', 'load_onnx',
-           'predict_dicom', 'quantize_onnx', 'int8_check', 'ich_export']
+__all__ = ['ONNX_KEY', 'ONNX_FORMAT', 'ONNX_KINDS', 'PRED_COLUMNS', 'OnnxModelError', 'onnx_settings', 'export_onnx', 'OnnxModel',
+           'load_onnx', 'predict_dicom', 'quantize_onnx', 'int8_check', 'ich_export']
 
 # %% ../nbs/19_deploy.ipynb #c425bb36
 ONNX_KEY = 'ich_nbdev'        # the metadata entry holding a model's preprocessing settings (JSON)
-ONNX_FORMAT = 1               # version of that entry's layout
-_SETTINGS = ('arch', 'channels', 'window_specs', 'cache_size', 'size', 'scale', 'fov_mm', 'n_in', 'provenance')
+ONNX_FORMAT = 2               # version of that entry's layout (2: `kind` 'context' or 'sequence', and `context`)
+_SETTINGS = ('arch', 'channels', 'window_specs', 'cache_size', 'size', 'scale', 'fov_mm', 'n_in', 'threshold', 'provenance')
+ONNX_KINDS = dict(slice='single slice', context='2.5D', sequence='2.5D + sequence')   # `kind` in the settings
 
 class OnnxModelError(ValueError):
     "An ONNX file that cannot be used for prediction, or a model that cannot be exported."
 
-def onnx_settings(learn, # a learner from `load_model` (or `ich_learner`)
+def onnx_settings(learn, # a model from `load_model` (any kind), or a learner from `ich_learner`
                  ) -> dict:
-    "What an ONNX file must carry to predict like `learn`: its preprocessing settings, the outputs, the input statistics."
+    "What an ONNX file must carry to predict like `learn`: its kind, preprocessing settings, the outputs, the input statistics."
     ich, tfm = learn.ich, learn.dls.valid.after_batch
-    if ich.get('kind') == 'sequence' or int(ich.get('context', 1)) > 1:
-        raise OnnxModelError(f"a {'sequence' if ich.get('kind') == 'sequence' else '2.5D'} model: ONNX export takes single-slice "
-                             "models (context 1); predict with the torch runtime")
     if ich.get('size', ich['cache_size']) != ich['cache_size'] or getattr(tfm, 'size', None) not in (None, ich['cache_size']):
         raise OnnxModelError(f"the model was trained at {ich['size']} px from a {ich['cache_size']} px cache; "
                              "ONNX export takes models trained at their cache's size")
     mean, std = getattr(tfm, 'mean', None), getattr(tfm, 'std', None)
     if mean is None or std is None: raise OnnxModelError("the learner's batch transform has no per-channel mean and std")
-    s = {k: ich.get(k) for k in _SETTINGS}
-    s.update(format=ONNX_FORMAT, kind='slice', scale=ich.get('scale', 'fit'), fov_mm=ich.get('fov_mm'),
-             outputs=list(SUBTYPES), mean=[float(v) for v in mean], std=[float(v) for v in std],
-             version=ich_nbdev.__version__)
+    s, k = {k: ich[k] for k in _SETTINGS if k in ich}, int(ich.get('context') or 1)
+    s.update(format=ONNX_FORMAT, kind='sequence' if ich.get('kind') == 'sequence' else 'context' if k > 1 else 'slice',
+             context=k, scale=ich.get('scale', 'fit'), fov_mm=ich.get('fov_mm'), outputs=list(SUBTYPES),
+             mean=[float(v) for v in mean], std=[float(v) for v in std], version=ich_nbdev.__version__)
     return s
 
 # %% ../nbs/19_deploy.ipynb #22b4b4ca
 def _uint8_net(learn, settings:dict):
-    "The learner's network behind its input transform, as one torch module: uint8 `(N, C, S, S)` in, six probabilities out."
+    "The model behind its input transform as one torch module: uint8 `(N, n_in, S, S)` in, `(N, 6)` probabilities out."
     import torch
     class UInt8Net(torch.nn.Module):
-        def __init__(self, net, mean, std):
+        def __init__(self, net, seq, mean, std):
             super().__init__()
-            self.net = net
+            self.net, self.seq = net, seq
+            self.lin = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]   # its input: a slice's embedding
             self.register_buffer('shift', torch.tensor(mean, dtype=torch.float32)[:, None, None] * 255)
             self.register_buffer('scale', 1 / (torch.tensor(std, dtype=torch.float32)[:, None, None] * 255))
-        def forward(self, x): return torch.sigmoid(self.net((x.float() - self.shift) * self.scale))
-    net = learn.model.eval()
-    return UInt8Net(net, settings['mean'], settings['std']).eval()
+        def forward(self, x):
+            x, got = (x.float() - self.shift) * self.scale, []
+            if self.seq is None: return torch.sigmoid(self.net(x))
+            h = self.lin.register_forward_hook(lambda m, i, o: got.append(i[0]))
+            try: logit = self.net(x)
+            finally: h.remove()
+            return torch.sigmoid(_series_logits(self.seq, got[0], logit))   # the N slices are one z-ordered series
+    seq = getattr(learn, 'seq', None)
+    return UInt8Net(learn.model.eval(), seq if seq is None else seq.eval(), settings['mean'], settings['std']).eval()
+
+# %% ../nbs/19_deploy.ipynb #ca986fcb
+def _series_logits(seq, # a `SeqNet` (chapter 14), in evaluation mode
+                   emb, logit, # `(S, D)` embeddings and `(S, 6)` logits of one z-ordered series
+                  ):
+    "The sequence stage's `(S, 6)` logits for one whole series, as `SeqNet.forward` gives them for a series alone."
+    import torch
+    h = seq.proj(torch.cat([seq.norm(emb), logit], -1))
+    if seq.kind == 'conv':
+        o = h.t()[None]
+        for conv in seq.rnn: o = torch.relu(conv(o))
+        o = o[0].t()
+    else: o = seq.rnn(h[None])[0][0]
+    return logit + seq.out(o)
 
 # %% ../nbs/19_deploy.ipynb #a8a983f0
 def _traced(net, x, opset:int):
@@ -75,7 +94,7 @@ def _traced(net, x, opset:int):
     return onnx.load_from_string(buf.getvalue()), want
 
 # %% ../nbs/19_deploy.ipynb #a3dc6165
-def export_onnx(model, # a learner from `load_model`, or the path of `model.pkl` (or its folder)
+def export_onnx(model, # a model from `load_model` (single slice, 2.5D, 2.5D + sequence), or the path of `model.pkl` (or its folder)
                 out, # the ONNX file to write (replaced atomically)
                 opset:int=17, # ONNX opset
                 atol:float=1e-4, # largest difference of a probability from torch's that is accepted
@@ -91,10 +110,10 @@ def export_onnx(model, # a learner from `load_model`, or the path of `model.pkl`
     x = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (4, C, S, S), dtype=np.uint8))
     m, want = _traced(net, x, opset)
     m.metadata_props.add(key=ONNX_KEY, value=json.dumps(settings))
-    m.doc_string = f"ich_nbdev {settings['arch']}: uint8 channels {settings['channels']} -> P({', '.join(SUBTYPES)})"
+    m.doc_string = f"ich_nbdev {settings['arch']} ({ONNX_KINDS[settings['kind']]}): uint8 channels -> P({', '.join(SUBTYPES)})"
     onnx.checker.check_model(m)
     data = m.SerializeToString()
-    got = OnnxModel(data, threads=1).predict(x.numpy())
+    got = OnnxModel(data, threads=1)._run(x.numpy())
     diff = float(np.abs(got - want).max())
     if not diff <= atol: raise OnnxModelError(f"the ONNX graph's probabilities differ from torch's by {diff:.2g} (> {atol:g})")
     return write_bytes_atomic(Path(out).expanduser(), data)
@@ -136,7 +155,9 @@ class OnnxModel:
             raise OnnxModelError(f"{where}: written by a newer ich_nbdev (settings format {self.ich['format']}); update ich_nbdev")
         self.input = self.session.get_inputs()[0].name
 
-    def __repr__(self): return f"OnnxModel({self.ich.get('arch')}, {self.ich.get('cache_size')} px, {self.path.name if self.path else 'bytes'})"
+    def __repr__(self):
+        return (f"OnnxModel({ONNX_KINDS.get(self.ich.get('kind'), '?')}, {self.ich.get('arch')}, {self.ich.get('cache_size')} px, "
+                f"{self.path.name if self.path else 'bytes'})")
 
     def preprocess_args(self) -> dict:
         "Keyword arguments of `preprocess_file` that reproduce the model's input (size, windows, physical scale)."
@@ -144,24 +165,64 @@ class OnnxModel:
         return dict(size=int(self.ich['cache_size']), windows=','.join(self.ich['window_specs']), scale=scale, fov_mm=fov_mm)
 
 # %% ../nbs/19_deploy.ipynb #1f91aaf6
+@patch(as_prop=True)
+def context(self:OnnxModel) -> int: return int(self.ich.get('context') or 1)
+
+@patch(as_prop=True)
+def kind(self:OnnxModel) -> str:
+    "'single', 'context' or 'sequence', as `IchModel.kind`."
+    return 'sequence' if self.ich.get('kind') == 'sequence' else 'context' if self.context > 1 else 'single'
+
 @patch
-def predict(self:OnnxModel, x, # uint8 images `(N, C, S, S)`, as `preprocess_file` makes them
+def _check(self:OnnxModel, x) -> np.ndarray:
+    "`x` as a uint8 array of the shape the graph takes, or an `OnnxModelError` that says which."
+    x, k = np.asarray(x), self.context
+    C, S = int(self.ich['n_in']), int(self.ich['cache_size'])
+    if x.ndim != 4 or x.shape[1:] != (C, S, S):
+        raise OnnxModelError(f"the model takes uint8 (N, {C}, {S}, {S}) images ({', '.join(self.ich['channels'])}"
+                             + (f", of {k} neighbouring slices" if k > 1 else '') + f"); got {x.shape}")
+    if x.dtype != np.uint8: raise OnnxModelError(f"the model takes uint8 channels, not {x.dtype}")
+    return x
+
+@patch
+def _run(self:OnnxModel, x, flip_tta:bool=False) -> np.ndarray:
+    "The graph on one batch (for a sequence model: one whole series), averaged with the mirror images' with `flip_tta`."
+    run = lambda b: self.session.run(None, {self.input: np.ascontiguousarray(b)})[0]
+    p = run(x)
+    if flip_tta: p = (p + run(x[..., ::-1])) / 2
+    return p.astype(np.float32)
+
+# %% ../nbs/19_deploy.ipynb #a8d15d2f
+@patch
+def predict(self:OnnxModel, x, # uint8 model inputs `(N, n_in, S, S)` (2.5D: `stack_context`'s)
             bs:int=64, # slices per run
             flip_tta:bool=False, # average with the prediction of the mirror image
            ) -> np.ndarray:
-    "Sigmoid probabilities `(N, 6)`."
-    x = np.asarray(x)
-    C, S = int(self.ich['n_in']), int(self.ich['cache_size'])
-    if x.ndim != 4 or x.shape[1:] != (C, S, S):
-        raise OnnxModelError(f"the model takes uint8 (N, {C}, {S}, {S}) images ({', '.join(self.ich['channels'])}); got {x.shape}")
-    if x.dtype != np.uint8: raise OnnxModelError(f"the model takes uint8 channels, not {x.dtype}")
-    run = lambda b: self.session.run(None, {self.input: np.ascontiguousarray(b)})[0]
-    out = []
-    for i in range(0, len(x), bs):
-        p = run(x[i:i+bs])
-        if flip_tta: p = (p + run(x[i:i+bs, ..., ::-1])) / 2
-        out.append(p.astype(np.float32))
+    "Sigmoid probabilities `(N, 6)` of single-slice or 2.5D model inputs."
+    x = self._check(x)
+    if self.kind == 'sequence': raise OnnxModelError("a sequence model reads whole series: use predict_series or predict_many")
+    out = [self._run(x[i:i+bs], flip_tta) for i in range(0, len(x), bs)]
     return np.concatenate(out) if out else np.zeros((0, len(SUBTYPES)), np.float32)
+
+@patch
+def predict_many(self:OnnxModel, xs:list, # z-ordered series, each uint8 `(S, C, H, W)` as `preprocess_file` makes its slices
+                 bs:int=64, tta:bool=False, # slices per run (single slice, 2.5D); flip test-time augmentation
+                ) -> list:
+    "Six probabilities `(S, 6)` per slice of each series: neighbours stacked for 2.5D, each series at once for a sequence model."
+    xs = [np.asarray(x) for x in xs]
+    if self.context > 1:
+        from ich_nbdev.context import stack_context       # 2.5D only
+        xs = [stack_context(x, self.context) for x in xs]
+    if self.kind == 'sequence':
+        return [self._run(self._check(x), tta) if len(x) else np.zeros((0, len(SUBTYPES)), np.float32) for x in xs]
+    if not xs: return []
+    return np.split(self.predict(np.concatenate(xs), bs=bs, flip_tta=tta), np.cumsum([len(x) for x in xs])[:-1])
+
+@patch
+def predict_series(self:OnnxModel, x, # one z-ordered series, uint8 `(S, C, H, W)`
+                   bs:int=64, tta:bool=False) -> np.ndarray:
+    "Six probabilities `(S, 6)` for the slices of one z-ordered series."
+    return self.predict_many([x], bs=bs, tta=tta)[0]
 
 # %% ../nbs/19_deploy.ipynb #26ef8161
 def load_onnx(path, # an ONNX file from `export_onnx` / `ich-export`, or a folder holding `model.onnx`
@@ -220,12 +281,22 @@ def _prediction_table(meta:pd.DataFrame, rows:list, probs:list) -> pd.DataFrame:
     preds = number_slices(pd.concat([index[cols].reset_index(drop=True), pd.DataFrame(p, columns=SUBTYPES)], axis=1))[PRED_COLUMNS]
     return preds
 
+# %% ../nbs/19_deploy.ipynb #4ca6b2f3
+def _dicom_chunks(meta:pd.DataFrame, # `dicom_meta`'s table
+                  model, chunk:int, # the `OnnxModel`; slices per task for a single-slice model
+                 ) -> tuple[pd.DataFrame, list]:
+    "`meta` (z-ordered for 2.5D and sequence models) and the ranges of its rows preprocessed together: `chunk` slices, or a series."
+    if model.kind == 'single': return meta, [range(i, min(i + chunk, len(meta))) for i in range(0, len(meta), chunk)]
+    meta = number_slices(meta)
+    starts = [*np.flatnonzero(meta['slice_index'].to_numpy() == 0).tolist(), len(meta)]
+    return meta, [range(a, b) for a, b in zip(starts[:-1], starts[1:])]
+
 # %% ../nbs/19_deploy.ipynb #50ad3b3b
 def predict_dicom(model, # an `OnnxModel`, or the path of an ONNX file from `export_onnx`
                   dicom_dir, # folder of DICOM files (searched recursively), or a list of files
                   bs:int=32, # slices per run of the network
                   tta:bool=False, # average each slice's prediction with that of its mirror image
-                  chunk:int=8, # slices per preprocessing task (the unit the two threads pass on)
+                  chunk:int=8, # slices per preprocessing task (the unit the two threads pass on); 2.5D, sequence: a series
                   overlap:bool=True, # preprocess in a second thread while the network runs
                   n_workers:int=0, # processes reading the headers (0: this one)
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -234,29 +305,30 @@ def predict_dicom(model, # an `OnnxModel`, or the path of an ONNX file from `exp
     check_arg('bs', bs, lo=1); check_arg('chunk', chunk, lo=1)
     kw = m.preprocess_args()
     meta, problems = dicom_meta(dicom_dir, n_workers=n_workers, progress=False)
-    paths = meta.path.tolist()
-    chunks = [range(i, min(i + chunk, len(paths))) for i in range(0, len(paths), chunk)]
-    probs, rows, bad = [], [], [problems]
-    pending = []                                      # preprocessed slices waiting for a full batch
+    meta, chunks = _dicom_chunks(meta, m, chunk)
+    paths, probs, rows, bad, pending = meta.path.tolist(), [], [], [problems], []   # pending: slices waiting for a full batch
     def run_pending():
-        if not pending: return
-        probs.append(m.predict(np.concatenate(pending), bs=bs, flip_tta=tta)); pending.clear()
+        if pending: probs.append(m.predict(np.concatenate(pending), bs=bs, flip_tta=tta)); pending.clear()
     def consume(i, res):
         x, ok, p = res
         rows.extend(chunks[i].start + j for j in ok); bad.append(pd.DataFrame(p, columns=['path', 'reason']))
-        if x is not None: pending.append(x)
-        if sum(len(a) for a in pending) >= bs or i == len(chunks) - 1: run_pending()
+        if x is None: return
+        if m.kind != 'single': probs.append(m.predict_series(x, bs=bs, tta=tta)); return    # one whole series
+        pending.append(x)
+        if sum(len(a) for a in pending) >= bs: run_pending()
     _overlapped(chunks, lambda r: _preprocess_paths(paths[r.start:r.stop], kw), consume, overlap)
     run_pending()
-    preds = _prediction_table(meta, rows, probs)
     problems = pd.concat([b for b in bad if len(b)] or [bad[0]], ignore_index=True).sort_values('path', ignore_index=True)
-    return preds, problems
+    return _prediction_table(meta, rows, probs), problems
 
 # %% ../nbs/19_deploy.ipynb #f8967d7b
 def _cache_rows(learn, split:str='valid'):
     "uint8 images and labels of the training cache's `split` ('train' or 'valid'), as the learner's `cache_dls` split it."
     from ich_nbdev.learner import cache_dls
     ich = learn.ich
+    if int(ich.get('context') or 1) > 1 or ich.get('kind') == 'sequence':
+        raise OnnxModelError("int8 is offered for single-slice models; this one reads neighbouring slices"
+                             + (" and whole series" if ich.get('kind') == 'sequence' else '') + ": export it without --int8")
     cache = Path(str(ich.get('cache', '')))
     if not (cache/'cache.json').is_file():
         raise OnnxModelError(f"{cache}: the model's training cache is not here; int8 needs its slices to calibrate and to "
@@ -341,7 +413,7 @@ def ich_export(model:str, # exported model: model.pkl from ich-train, or its fol
         export_onnx(learn, dest, opset=opset)
         if not quiet:
             s = load_onnx(dest, threads=1).ich
-            print(f"ich-export: wrote {dest} ({dest.stat().st_size/1e6:.1f} MB): {s['arch']}, uint8 {s['n_in']} × "
+            print(f"ich-export: wrote {dest} ({dest.stat().st_size/1e6:.1f} MB): {s['arch']} ({ONNX_KINDS[s['kind']]}), uint8 {s['n_in']} × "
                   f"{s['cache_size']} × {s['cache_size']} ({', '.join(f'{c} {w}' for c, w in zip(s['channels'], s['window_specs']))}), "
                   f"scale '{s['scale']}'; checked against torch; {time.time() - t0:.1f} s")
         if int8:

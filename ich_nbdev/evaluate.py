@@ -458,6 +458,7 @@ def ich_evaluate(model:str, # exported model (model.pkl from ich-train) or its f
                  thickness:float=5.0, # slice thickness the model was trained on (to choose among series)
                  tta:bool=False, # flip test-time augmentation
                  seed:int=0, # seed of the bootstrap
+                 runtime:str='auto', # torch, onnx (the model's ich-export file), or auto: onnx on a CPU when the model has one
                 ):
     "Measure a model on someone else's labelled head CTs: metrics with patient-bootstrap CIs, plots and a report."
     with cli_errors('ich-evaluate'):
@@ -467,9 +468,11 @@ def ich_evaluate(model:str, # exported model (model.pkl from ich-train) or its f
         if pixel_mm is not None: check_arg('--pixel-mm', pixel_mm, lo=0.01, hi=10.0)
         check_arg('--thickness', thickness, lo=0.1, hi=20.0)
         matplotlib.use('Agg')
-        from ich_nbdev.inference import load_model
-        learn = load_model(model)
+        from ich_nbdev.inference import load_model, is_onnx
+        check_arg('--runtime', runtime, choices=('auto', 'torch', 'onnx'), hint='auto takes the ONNX export on a CPU when the model has one')
+        learn = load_model(model, runtime=runtime)
         for line in model_record(learn): print(line)
+        print(f"runtime: {'ONNX Runtime (CPU), ' + str(learn.path) if is_onnx(learn) else 'torch'}")
         t0 = time.time()
         r = evaluate(learn, data, labels, out, threshold, n_boot, window, pixel_mm, thickness, tta, seed, progress=True)
         _print_evaluation(r, t0, out)

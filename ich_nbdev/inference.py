@@ -188,8 +188,8 @@ def load_model(path, # `model.pkl` written by `ich-train` / `learn.export`, or t
 
 def as_model(model, # an `IchModel`, a fastai learner from `ich_learner`/`train_model`, or the path of `model.pkl`
             ) -> IchModel:
-    "An `IchModel` for whatever names a model."
-    if isinstance(model, IchModel): return model
+    "An `IchModel` for whatever names a model (an `OnnxModel` of chapter 19 passes through: it predicts series as one does)."
+    if isinstance(model, IchModel) or is_onnx(model): return model
     return IchModel(model) if isinstance(model, Learner) else load_model(model)
 
 # %% ../nbs/13_inference.ipynb #764db4f7
@@ -243,6 +243,7 @@ def _scale_params() -> set:
 def preprocess_args(learn:Learner, # a learner from `load_model` (or `ich_learner`)
                    ) -> dict:
     "Keyword arguments of `preprocess_file` that reproduce a model's input: `size`, `windows` and its physical scale."
+    if is_onnx(learn): return learn.preprocess_args()      # an ONNX file carries its own (chapter 19)
     size, windows = _model_input(learn)
     scale, fov_mm = learn.ich.get('scale', 'fit'), learn.ich.get('fov_mm')
     have = _scale_params()

@@ -460,9 +460,7 @@ def _predict_for_triage(model, dicom_dir, runtime:str, max_studies:int, bs:int, 
               model if is_onnx(model) else as_model(model))   # any kind: single slice, 2.5D, 2.5D + sequence
     plain, tables = plain_rsna(dicom_dir)               # clinical folders, NIfTI, images: one series per study (chapter 15)
     if plain: preds, problems = predict_folder(runner, dicom_dir, bs=bs, tta=tta, n_workers=n_workers, progress=progress)
-    else:
-        if is_onnx(runner): runner = load_model(model, runtime='torch')   # chapter 15's reader feeds the learner
-        preds, problems = source_predictions(runner, dicom_dir, tables, bs=bs, tta=tta, progress=progress)
+    else: preds, problems = source_predictions(runner, dicom_dir, tables, bs=bs, tta=tta, progress=progress)   # either runtime
     # the heatmaps need gradients: the learner draws them (for the few slices shown) whichever runtime predicted
     learn = runner if not is_onnx(runner) else load_model(model, runtime='torch') if max_studies else None
     if not len(preds):
@@ -470,12 +468,14 @@ def _predict_for_triage(model, dicom_dir, runtime:str, max_studies:int, bs:int, 
                            + '; '.join(f"{Path(p).name}: {r}" for p, r in problems[['path', 'reason']].head(3).itertuples(index=False)))
     return runner, learn, preds, problems
 
+# %% ../nbs/17_triage.ipynb #d742db81
 def _report_info(model, runner, dicom_dir, n_slices:int, target:str, how:str, k:int) -> dict:
     "What the report's header says: the folder, the number of slices, the model, the score rule and the explained output."
     ich = runner.ich
     info = dict(folder=str(dicom_dir), n_slices=n_slices, target=target, score_rule=_score_rule(how, k),
                 model=f"{Path(model).name if isinstance(model, (str, Path)) else 'in memory'} ({ich.get('arch', '?')}, "
-                      f"{'+'.join(ich.get('channels', []))}, {ich.get('size', '?')} px)",
+                      f"{'+'.join(ich.get('channels', []))}, {ich.get('size', '?')} px)"
+                      + ("; predicted through ONNX Runtime, heatmaps drawn by the torch model" if is_onnx(runner) else ''),
                 generated=datetime.now().strftime('%Y-%m-%d %H:%M'))
     return info
 

@@ -161,3 +161,74 @@ def test_ich_train_seq_runs(models, data, tmp_path):
     base_m = json.loads((base/'metrics.json').read_text())
     assert {'weighted_log_loss', 'prior_log_loss', 'auc_any'} <= set(m) and m['kind'] == 'sequence'
     assert m['valid_slices'] == base_m['valid_slices']          # the base model's own validation fold
+
+
+# ------------------------------------------------------------------ every kind through ONNX Runtime (chapter 19)
+@pytest.fixture(scope='module')
+def onnx_models(models, tmp_path_factory):
+    "The 2.5D model and the sequence model, each copied to a folder of its own and exported there by `ich-export`."
+    w = tmp_path_factory.mktemp('onnx-kinds')
+    for name, src in zip(('base', 'seq'), models):
+        shutil.copytree(src, w/name)
+        r = run('ich-export', name, cwd=w)
+        assert r.returncode == 0 and (w/name/'model.onnx').is_file(), r.stdout + r.stderr
+        assert ('2.5D + sequence' if name == 'seq' else '2.5D),') in r.stdout and 'checked against torch' in r.stdout, r.stdout
+    return w
+
+@pytest.mark.parametrize('name,kind', [('base', 'context'), ('seq', 'sequence')])
+def test_onnx_same_probabilities_as_torch(onnx_models, data, name, kind):
+    "The test folder through torch and through the ONNX file: same rows, probabilities within 1e-4 (with and without TTA), any file order."
+    from ich_nbdev.inference import load_model, predict_folder
+    from ich_nbdev.deploy import load_onnx, predict_dicom
+    sample, _ = data
+    m, om = load_model(onnx_models/name), load_onnx(onnx_models/name)
+    assert m.kind == om.kind == kind and om.context == m.context == 3
+    files = sorted((sample/'stage_2_test').glob('*.dcm'))
+    shuffled = [files[i] for i in np.random.default_rng(5).permutation(len(files))]
+    for tta in (False, True):
+        pt, _ = predict_folder(m, files, tta=tta, n_workers=0, progress=False)
+        for src, overlap in ((files, True), (shuffled, False)):
+            po, probs = predict_dicom(om, src, tta=tta, overlap=overlap)
+            assert len(probs) == 0 and po.image_id.tolist() == pt.image_id.tolist() and len(po) == len(files)
+            assert np.abs(po[SUBTYPES].to_numpy() - pt[SUBTYPES].to_numpy()).max() <= 1e-4
+
+def test_onnx_sequence_model_reads_whole_series(onnx_models):
+    "A sequence model's ONNX file predicts series, never loose batches; `predict_many` pads nothing and keeps series apart."
+    from ich_nbdev.deploy import load_onnx, OnnxModelError
+    from ich_nbdev.inference import load_model
+    om, m = load_onnx(onnx_models/'seq'), load_model(onnx_models/'seq')
+    s = om.ich['cache_size']
+    xs = [np.random.default_rng(i).integers(0, 256, (n, 3, s, s), dtype=np.uint8) for i, n in enumerate((1, 4, 7))]
+    with pytest.raises(OnnxModelError, match='reads whole series'): om.predict(np.zeros((2, 9, s, s), np.uint8))
+    with pytest.raises(OnnxModelError, match='of 3 neighbouring slices'): om.predict_series(np.zeros((2, 3, s + 1, s), np.uint8))
+    got, want = om.predict_many(xs), m.predict_many(xs)
+    assert [g.shape for g in got] == [(1, 6), (4, 6), (7, 6)]
+    assert max(np.abs(g - w).max() for g, w in zip(got, want)) <= 1e-4
+    assert np.abs(om.predict_series(xs[2]) - got[2]).max() == 0 and om.predict_many([]) == []
+
+def test_onnx_kinds_through_the_commands(onnx_models, data):
+    "`ich-predict` and `ich-evaluate` give the same numbers through --runtime onnx and torch; int8 is refused for these kinds."
+    sample, _ = data
+    w = onnx_models
+    for rt in ('torch', 'onnx'):
+        r = run('ich-predict', 'seq', sample/'stage_2_test', '--out', f'{rt}.csv', '--runtime', rt, '--quiet', cwd=w)
+        assert r.returncode == 0 and ('ONNX Runtime' in r.stdout) == (rt == 'onnx'), r.stdout + r.stderr
+        r = run('ich-evaluate', 'seq', sample/'stage_2_train', '--labels', sample/'stage_2_train.csv', '--out', f'ev-{rt}',
+                '--runtime', rt, '--n-boot', 50, cwd=w)
+        assert r.returncode == 0 and ('runtime: ONNX Runtime' in r.stdout) == (rt == 'onnx'), r.stdout + r.stderr
+    a, b = pd.read_csv(w/'torch_probs.csv'), pd.read_csv(w/'onnx_probs.csv')
+    assert a.image_id.tolist() == b.image_id.tolist() and np.abs(a[SUBTYPES].to_numpy() - b[SUBTYPES].to_numpy()).max() <= 1e-4
+    a, b = pd.read_csv(w/'ev-torch'/'predictions.csv'), pd.read_csv(w/'ev-onnx'/'predictions.csv')
+    assert len(a) > 50 and np.abs(a[SUBTYPES].to_numpy() - b[SUBTYPES].to_numpy()).max() <= 1e-4
+    one_line_error(run('ich-export', 'seq', '--out', 'seq8.onnx', '--int8', cwd=w), 'ich-export', 'int8 is offered for single-slice models')
+    one_line_error(run('ich-evaluate', 'seq', sample/'stage_2_train', '--labels', sample/'stage_2_train.csv', '--runtime', 'jax', cwd=w),
+                   'ich-evaluate', '--runtime must be one of auto, torch, onnx')
+
+def test_onnx_sequence_predictor_needs_neither_torch_nor_fastai(onnx_models, data):
+    sample, _ = data
+    code = ("import sys\nfrom ich_nbdev.deploy import predict_dicom\n"
+            f"preds, problems = predict_dicom({str(onnx_models/'seq'/'model.onnx')!r}, {str(sample/'stage_2_test')!r})\n"
+            "print(len(preds), len(problems), 'fastai' in sys.modules, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=onnx_models)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(len(list((sample/'stage_2_test').glob('*.dcm')))), '0', 'False', 'False'], r.stdout
