@@ -17,8 +17,9 @@ Each figure is the median of --warm runs after one warm-up run. On a GPU every r
 The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache), for
 each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained at
 --train-size px with the same recipe and epochs (by default ich-demo's: 12 epochs, batch 16, lr 3e-3, weight decay 0.05,
-prior bias, zero-init), then the sequence stage (--kind) on the 2.5D model with and without the remedy against
-over-confident embeddings; the weighted log loss and AUC(any) on the validation fold (held-out patients), and the
+prior bias, zero-init), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
+embeddings (holdout, the default: trained on the base model's validation series and measured by cross-validation over
+their patients; noise; none); the weighted log loss and AUC(any) on the validation fold (held-out patients), and the
 seconds each stage took. One line per run, then a table.
 """
 import argparse, os, statistics, sys, time, warnings
@@ -104,7 +105,7 @@ def compare(a):
             rows.append(dict(seed=seed, model=name, wll=r['weighted_log_loss'], auc_any=r['auc_any'], seconds=r['train_seconds'],
                              train_slices=r['train_slices'], valid_slices=r['valid_slices']))
             print(rows[-1], flush=True)
-        for remedy in ('noise', 'none'):
+        for remedy in ('holdout', 'noise', 'none'):
             r = train_seq(out/f'k{a.context}-s{seed}'/'model.pkl', cache, out/f'seq-{remedy}-s{seed}', kind=a.kind, hidden=a.hidden,
                           epochs=a.seq_epochs, remedy=remedy, seed=seed, progress=False)
             rows.append(dict(seed=seed, model=f'2.5D + sequence ({a.kind}, remedy {remedy})', wll=r['weighted_log_loss'],

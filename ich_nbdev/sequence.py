@@ -153,7 +153,8 @@ class MaskedBCE(nn.Module):
         return (per * mask).sum() / mask.sum().clamp_min(1)
 
 # %% ../nbs/14_sequence.ipynb #bea29a45
-REMEDIES = dict(noise=dict(emb_drop=0.3, logit_noise=1.0), none=dict(emb_drop=0., logit_noise=0.))
+REMEDIES = dict(holdout=dict(emb_drop=0., logit_noise=0.),   # trained on series the slice model never saw (see above)
+                noise=dict(emb_drop=0.3, logit_noise=1.0), none=dict(emb_drop=0., logit_noise=0.))
 
 class SeqSetupError(ValueError):
     "A base model and cache that do not fit together for the sequence stage."
@@ -206,6 +207,26 @@ def _fit_seq(trn:SeriesRows, val:SeriesRows, # training and validation series
         learn.fit_one_cycle(epochs, lr)
     return learn, time.time() - t1
 
+# %% ../nbs/14_sequence.ipynb #84791af6
+def _holdout_cv(val:SeriesRows, patients:np.ndarray, # the base model's validation series; the patient of each
+                n_emb:int, out:Path, fit:dict, seed:int, # as `_fit_seq` takes them (`fit`: its settings)
+                n_splits:int=5, # patient groups (fewer when there are fewer patients)
+               ) -> np.ndarray:
+    "Cross-validated `(N, 6)` probabilities of the validation slices: each series predicted by a stage trained on the other patients."
+    up = np.unique(patients)
+    if len(up) < 2: raise SeqSetupError(f"remedy 'holdout' needs the base model's validation fold to hold series of at least 2 "
+                                        f"patients, not {len(up)}; use --remedy noise")
+    np.random.default_rng(seed).shuffle(up)
+    group = {p: i % min(n_splits, len(up)) for i, p in enumerate(up)}
+    g, ps = np.array([group[p] for p in patients]), [None] * len(val)
+    for k in np.unique(g):
+        a, b = np.flatnonzero(g != k), np.flatnonzero(g == k)
+        rows = lambda s: SeriesRows([val.feats[i] for i in s], [val.ys[i] for i in s])
+        set_seed(seed + int(k), reproducible=True)
+        learn = _fit_seq(rows(a), rows(b), n_emb, out, **fit)[0]
+        for i, p in zip(b, learn.model.predict_series([val.feats[i] for i in b])): ps[i] = p
+    return np.concatenate(ps)
+
 # %% ../nbs/14_sequence.ipynb #516c4a62
 def _valid_preds_table(image_ids:np.ndarray, # the validation slices' image ids
                        p:np.ndarray, y:np.ndarray, # `(N, 6)` probabilities and labels
@@ -231,10 +252,11 @@ def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, it
                  y, tr, vi, val:SeriesRows, # from `_split_series`
                  settings:dict, # `seq_kind`, `hidden`, `layers`, `remedy`, `epochs`, `bs`, `lr`, `seed` (in this order)
                  n_train_series:int, secs:dict, # training series; `embed_seconds` and `train_seconds`
+                 p=None, # `(len(vi), 6)` validation probabilities when measured otherwise (`_holdout_cv`); default: the stage's
                 ) -> dict:
     "Write `model.pkl` (both stages), `valid_preds.csv` and `metrics.json`; the result of `train_seq`."
     ich, st = model.ich, settings
-    p = np.concatenate(learn.model.predict_series(val.feats)) if len(val) else np.zeros((0, 6), np.float32)
+    if p is None: p = np.concatenate(learn.model.predict_series(val.feats)) if len(val) else np.zeros((0, 6), np.float32)
     base_p = 1 / (1 + np.exp(-feats[vi, -len(SUBTYPES):]))
     learn.ich = dict(ich, kind='sequence', seq_kind=st['seq_kind'], hidden=st['hidden'], layers=st['layers'], remedy=st['remedy'],
                      seq_epochs=st['epochs'], seq_lr=st['lr'], seq_bs=st['bs'], seq_seed=st['seed'], base_arch=ich.get('arch'))
@@ -245,7 +267,7 @@ def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, it
     summary = _seq_summary(y, tr, vi, p, base_p)
     summary.update(arch=ich.get('arch'), context=model.context, kind='sequence', **settings,
                    valid_fold=ich.get('valid_fold'), n_folds=ich.get('n_folds'), train_series=n_train_series, valid_series=len(val),
-                   train_slices=int(len(tr)), valid_slices=int(len(vi)), **secs)
+                   train_slices=int(len(vi) if st['remedy'] == 'holdout' else len(tr)), valid_slices=int(len(vi)), **secs)
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
     return dict(summary, learn=learn, valid_preds=preds, base_valid_p=base_p, valid_index=idx.iloc[vi].reset_index(drop=True), out=out)
@@ -255,8 +277,8 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
               cache_dir, # the cache the base model was trained on
               out, # output folder (created when missing)
               kind:str='gru', hidden:int=64, layers:int=1, # the sequence network (`SeqNet`)
-              epochs:int=15, bs:int=16, lr:float=3e-3, wd:float=0.01, # fit_one_cycle, batches of whole series
-              remedy:str='noise', # 'noise' (training-only dropout and logit noise) or 'none'; see above
+              epochs:int=15, bs:int=8, lr:float=3e-3, wd:float=0.01, # fit_one_cycle, batches of whole series
+              remedy:str='holdout', # 'holdout' (trained on the base model's validation series), 'noise' or 'none'; see above
               seed:int=42, progress:bool=True,
              ) -> dict:
     "Train the sequence stage on the base model's folds; write `model.pkl` (both stages), `valid_preds.csv`, `metrics.json`."
@@ -268,13 +290,18 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
     set_seed(seed, reproducible=True)
     t0 = time.time()
     idx, feats = series_features(model, cache_dir, 'train')
-    embed_secs = time.time() - t0
+    embed_secs, t1 = time.time() - t0, time.time()
     y, tr, vi, trn, val = _split_series(idx, feats, model.ich)
-    learn, train_secs = _fit_seq(trn, val, feats.shape[1] - len(SUBTYPES), out, kind, hidden, layers, epochs, bs, lr, wd,
-                                 remedy, progress)
+    fit, n_emb, p = dict(kind=kind, hidden=hidden, layers=layers, epochs=epochs, bs=bs, lr=lr, wd=wd, remedy=remedy), feats.shape[1] - 6, None
+    if remedy == 'holdout':                           # measured by cross-validation, then trained on every validation series
+        p = _holdout_cv(val, idx['patient_id'].to_numpy()[vi][idx['slice_index'].to_numpy()[vi] == 0], n_emb, out,
+                        dict(fit, progress=False), seed)
+        set_seed(seed, reproducible=True)
+    fitted = val if remedy == 'holdout' else trn
+    learn = _fit_seq(fitted, val, n_emb, out, **fit, progress=progress)[0]
     settings = dict(seq_kind=kind, hidden=hidden, layers=layers, remedy=remedy, epochs=epochs, bs=bs, lr=lr, seed=seed)
-    return _seq_results(learn, model, out, idx, feats, y, tr, vi, val, settings, len(trn),
-                        dict(embed_seconds=round(embed_secs, 1), train_seconds=round(train_secs, 1)))
+    return _seq_results(learn, model, out, idx, feats, y, tr, vi, val, settings, len(fitted),
+                        dict(embed_seconds=round(embed_secs, 1), train_seconds=round(time.time() - t1, 1)), p=p)
 
 # %% ../nbs/14_sequence.ipynb #b077b384
 def plot_series_any(index:pd.DataFrame, # z-ordered slices of the validation series (`slice_index`, `series_id`, `any`)
@@ -301,9 +328,9 @@ def ich_train_seq(base_model:str, # ich-train output folder (or its model.pkl): 
                   hidden:int=64, # units per direction
                   layers:int=1, # recurrent layers
                   epochs:int=15, # passes over the training series
-                  bs:int=16, # series per batch
+                  bs:int=8, # series per batch
                   lr:float=3e-3, # maximum learning rate of fit_one_cycle
-                  remedy:str='noise', # noise: dropout and logit noise in training against over-confident embeddings; none: off
+                  remedy:str='holdout', # against over-confident embeddings: holdout (train on the base's validation series), noise, or none
                   seed:int=42, # initial weights and batch order
                   quiet:bool=False, # no progress
                  ):

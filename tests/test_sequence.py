@@ -232,3 +232,19 @@ def test_onnx_sequence_predictor_needs_neither_torch_nor_fastai(onnx_models, dat
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=onnx_models)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(len(list((sample/'stage_2_test').glob('*.dcm')))), '0', 'False', 'False'], r.stdout
+
+def test_holdout_remedy_needs_two_patients_and_predicts_out_of_sample(tmp_path):
+    "`_holdout_cv` refuses a validation fold of one patient; each series it predicts comes from a stage that never saw it."
+    from ich_nbdev.sequence import _holdout_cv, SeriesRows, SeqSetupError
+    rng = np.random.default_rng(0)
+    feats = [np.concatenate([rng.normal(size=(4, 8)), np.zeros((4, 6))], 1).astype(np.float32) for _ in range(6)]   # slice logits 0
+    ys = [np.full((4, 6), float(i % 2), np.float32) for i in range(6)]
+    fit = dict(kind='gru', hidden=8, layers=1, epochs=3, bs=2, lr=3e-2, wd=0.01, remedy='holdout', progress=False)
+    with pytest.raises(SeqSetupError, match='at least 2 patients, not 1'):
+        _holdout_cv(SeriesRows(feats, ys), np.array(['p'] * 6), 8, tmp_path, fit, 0)
+    # two patients, each with the opposite labels of the other: a stage that saw a series would fit it; trained on the
+    # other patient's series only, it must predict the other patient's label
+    ys = [np.full((4, 6), float(i < 3), np.float32) for i in range(6)]
+    p = _holdout_cv(SeriesRows(feats, ys), np.array(['a'] * 3 + ['b'] * 3), 8, tmp_path, dict(fit, epochs=40, lr=0.1), 0)
+    assert p.shape == (24, 6)
+    assert p[:12].max() < 0.3 and p[12:].min() > 0.7, (p[:12].max(), p[12:].min())
