@@ -63,23 +63,9 @@ def _uint8_net(learn, settings:dict):
             h = self.lin.register_forward_hook(lambda m, i, o: got.append(i[0]))
             try: logit = self.net(x)
             finally: h.remove()
-            return torch.sigmoid(_series_logits(self.seq, got[0], logit))   # the N slices are one z-ordered series
+            return torch.sigmoid(self.seq(torch.cat([got[0], logit], -1)[None])[0])   # the N slices: one z-ordered series
     seq = getattr(learn, 'seq', None)
     return UInt8Net(learn.model.eval(), seq if seq is None else seq.eval(), settings['mean'], settings['std']).eval()
-
-# %% ../nbs/19_deploy.ipynb #ca986fcb
-def _series_logits(seq, # a `SeqNet` (chapter 14), in evaluation mode
-                   emb, logit, # `(S, D)` embeddings and `(S, 6)` logits of one z-ordered series
-                  ):
-    "The sequence stage's `(S, 6)` logits for one whole series, as `SeqNet.forward` gives them for a series alone."
-    import torch
-    h = seq.proj(torch.cat([seq.norm(emb), logit], -1))
-    if seq.kind == 'conv':
-        o = h.t()[None]
-        for conv in seq.rnn: o = torch.relu(conv(o))
-        o = o[0].t()
-    else: o = seq.rnn(h[None])[0][0]
-    return logit + seq.out(o)
 
 # %% ../nbs/19_deploy.ipynb #a8a983f0
 def _traced(net, x, opset:int):

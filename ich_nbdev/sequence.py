@@ -62,10 +62,10 @@ class SeqNet(nn.Module):
 # %% ../nbs/14_sequence.ipynb #f0f8cb20
 @patch
 def forward(self:SeqNet, x, # `(B, L, n_emb + 6)` padded series: embedding then logits of each slice
-            lengths, # `(B,)` real slices per series
+            lengths=None, # `(B,)` real slices per series; None: no padding (one whole series, as the ONNX graph of chapter 19 runs it)
            ):
     emb, logit = x[..., :-self.n_out], x[..., -self.n_out:]
-    mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None])[..., None].float()
+    mask = 1. if lengths is None else (torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None])[..., None].float()
     if self.training:
         emb = F.dropout(emb, self.emb_drop)
         logit = logit + self.logit_noise * torch.randn_like(logit)
@@ -73,6 +73,7 @@ def forward(self:SeqNet, x, # `(B, L, n_emb + 6)` padded series: embedding then 
     if self.kind == 'conv':                        # padding zeroed after each layer: the edges see what a lone series sees
         o = h
         for conv in self.rnn: o = F.relu(conv(o.transpose(1, 2))).transpose(1, 2) * mask
+    elif lengths is None: o = self.rnn(h)[0]
     else:
         packed = nn.utils.rnn.pack_padded_sequence(h, lengths.cpu().long(), batch_first=True, enforce_sorted=False)
         o = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
