@@ -13,15 +13,13 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.studies is not None and a.studies < 1: sys.exit(f"bench/forms.py: --studies must be at least 1, not {a.studies}")
     from ich_nbdev.core import SUBTYPES, number_slices, cache_root
-    from ich_nbdev.learner import synth_cache, train_model
+    from ich_nbdev.learner import synth_cache, cached_model
     from ich_nbdev.inference import load_model
     from ich_nbdev.synth import synth_sample
     from ich_nbdev.sources import read_source, predict_slices, write_nifti_sample, write_png_sample, write_ot_sample
     warnings.simplefilter('ignore')
-    out = cache_root()/'test-sources-brain3-resnet10t-64-e4'
-    if not (out/'model.pkl').exists():
-        train_model(synth_cache(size=64), out, windows='brain,brain,brain', epochs=4, seed=42, progress=False)
-    learn = load_model(out/'model.pkl')
+    learn = load_model(cached_model('test-sources-brain3', synth_cache(size=64), arch='resnet10t', windows='brain,brain,brain',
+                                    epochs=4, seed=42))
     src, w = synth_sample()/'stage_2_train', cache_root()/'bench-forms'
     shutil.rmtree(w, ignore_errors=True)
     forms = dict(nifti=write_nifti_sample(src, w/'nifti', a.studies), ot=write_ot_sample(src, w/'ot', a.studies),

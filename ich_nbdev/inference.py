@@ -21,7 +21,7 @@ from fastai.torch_core import TensorImage
 from .core import (SUBTYPES, cache_root, number_slices, atomic_write, show_progress, progress_iter,
                             UsageError, check_arg, cli_errors)
 from .data import find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomError, show_ids
-from .preprocess import preprocess_file, open_cache, CacheError, problem_reason, _torch_threads
+from .preprocess import preprocess_file, open_cache, CacheError, CACHE_FORMAT, problem_reason, _torch_threads
 from .windowing import parse_windows
 from .learner import synth_cache, train_model, predict_images, predict_rows, CacheRows, LearnerSetupError
 from .context import stack_context
@@ -41,7 +41,8 @@ def demo_model(arch:str='resnet10t', # timm architecture
               ) -> Path:
     "`model.pkl` of a small model trained on the synthetic sample's cache: trained on first use, then reused."
     cache = synth_cache(size=size)
-    params = dict(arch=arch, size=size, epochs=epochs, bs=bs, lr=lr, seed=seed, cache=cache.name, version=ich_nbdev.__version__)
+    params = dict(arch=arch, size=size, epochs=epochs, bs=bs, lr=lr, seed=seed, cache=cache.name, version=ich_nbdev.__version__,
+                  cache_format=CACHE_FORMAT)
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     out = cache_root()/f'demo-model-{arch}-{size}-{key}'
     if (out/'model.pkl').exists(): return out/'model.pkl'

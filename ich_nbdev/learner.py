@@ -47,7 +47,7 @@ from .synth import synth_sample
 from .scale import (world_size, is_main, init_distributed, finish_distributed, distributed, predict_split,
                              gather_objects, settings_fingerprint, load_checkpoint, restore_learner, keep_history,
                              EpochCheckpoint, ResumeAt, AccumulateBatches, HistoryCSV, CHECKPOINT)
-from .preprocess import open_cache, build_cache, CacheError
+from .preprocess import open_cache, build_cache, CacheError, CACHE_FORMAT
 from .metrics import (CLASS_WEIGHTS, WeightedLogLoss, MacroPrecision, MacroRecall, AUCAny, metrics_summary,
                                metrics_table, prior_log_loss, plot_roc, weighted_log_loss)
 
@@ -59,7 +59,11 @@ def synth_cache(size:int=128, # side of the cached slices
                ) -> Path:
     "A finished training cache of the synthetic sample (built on first use, reused after)."
     data_dir = Path(data_dir) if data_dir else synth_sample()
-    cache_dir = Path(cache_dir) if cache_dir else cache_root()/f"{data_dir.name}-cache-{size}-{windows.replace(',', '-')}"
+    default = cache_root()/f"{data_dir.name}-cache-{size}-{windows.replace(',', '-')}"
+    cache_dir = Path(cache_dir) if cache_dir else default
+    if cache_dir == default:     # our own folder: an older version's cache there is rebuilt
+        old = default/'cache.json'
+        if old.exists() and json.loads(old.read_text()).get('format') != CACHE_FORMAT: shutil.rmtree(default)
     build_cache(data_dir, cache_dir, size=size, windows=windows, progress=False)
     return cache_dir
 

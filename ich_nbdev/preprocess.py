@@ -1,4 +1,4 @@
-"""Resample to 1 × 1 mm, crop to the head, pad to a square, resize, window into uint8 channels, flip for augmentation — and a resumable on-disk cache that a DataLoader reads at thousands of slices per second.
+"""Resample to 1 × 1 mm, crop to the head, pad to a square, window into uint8 channels and resize, flip for augmentation — and a resumable on-disk cache that a DataLoader reads at thousands of slices per second.
 
 Docs: https://ich-nbdev.github.io/ich_nbdev/preprocess.html.md"""
 
@@ -22,10 +22,11 @@ from .dicom import DicomError, load_hu, pxrepr_fix_applies, stored_to_hu
 from .windowing import parse_windows, stack_windows
 
 # %% auto #0
-__all__ = ['AIR_HU', 'DEFAULT_WINDOWS', 'SCALES', 'DEFAULT_SCALE', 'DEFAULT_FOV_MM', 'CACHE_FORMAT', 'INDEX_COLUMNS', 'resample',
-           'head_mask', 'head_bbox', 'pad_square', 'resize', 'to_uint8', 'hflip', 'check_scale', 'preprocess_hu',
-           'load_hu_fast', 'preprocess_file', 'CacheError', 'cache_scale', 'cache_splits', 'problem_reason',
-           'build_cache', 'cache_report', 'open_cache', 'cache_read_speed', 'ich_prepare']
+__all__ = ['AIR_HU', 'DEFAULT_WINDOWS', 'SCALES', 'DEFAULT_SCALE', 'DEFAULT_FOV_MM', 'CACHE_FORMATS', 'CACHE_FORMAT',
+           'INDEX_COLUMNS', 'resample', 'head_mask', 'head_bbox', 'pad_square', 'resize', 'to_uint8', 'hflip',
+           'check_scale', 'preprocess_hu', 'load_hu_fast', 'preprocess_file', 'CacheError', 'cache_scale',
+           'cache_splits', 'problem_reason', 'build_cache', 'cache_report', 'open_cache', 'cache_read_speed',
+           'ich_prepare']
 
 # %% ../nbs/06_preprocess.ipynb #97500f8c
 AIR_HU = -1000.  # Hounsfield units of air: the value of everything added around the head
@@ -57,14 +58,16 @@ def _resize_numpy(img:np.ndarray, shape:tuple, aa:bool) -> np.ndarray:
 
 # %% ../nbs/06_preprocess.ipynb #edef9d1a
 def _interpolate(img:np.ndarray, shape:tuple) -> np.ndarray:
-    "Bilinear resize of a 2-D float32 array to `shape`, antialiased when shrinking below half size."
+    "Bilinear resize of a float32 array, 2-D or channels `(C, H, W)`, to `shape` (H, W), antialiased when shrinking below half size."
     shape = tuple(int(s) for s in shape)
-    aa = any(o < i/2 for o, i in zip(shape, img.shape))
     img = np.asarray(img, dtype=np.float32)
+    aa = any(o < i/2 for o, i in zip(shape, img.shape[-2:]))
     torch = sys.modules.get('torch')     # torch's kernel when the process has torch; a light predictor need not import it
-    if torch is None: return _resize_numpy(img, shape, aa)
-    t = torch.from_numpy(img)[None, None]
-    return torch.nn.functional.interpolate(t, size=shape, mode='bilinear', align_corners=False, antialias=aa)[0, 0].numpy()
+    if torch is None:
+        return _resize_numpy(img, shape, aa) if img.ndim == 2 else np.stack([_resize_numpy(c, shape, aa) for c in img])
+    t = torch.from_numpy(np.ascontiguousarray(img)).reshape(-1, 1, *img.shape[-2:])  # channels as a batch: 3× faster
+    out = torch.nn.functional.interpolate(t, size=shape, mode='bilinear', align_corners=False, antialias=aa)[:, 0].numpy()
+    return out[0] if img.ndim == 2 else out
 
 def _check_spacing(spacing) -> tuple[float, float]:
     try: sr, sc = (float(s) for s in spacing)
@@ -205,7 +208,7 @@ def preprocess_hu(hu:np.ndarray, # 2-D slice in HU
                   scale:str=DEFAULT_SCALE, # 'fixed': `fov_mm / size` mm per pixel, head centred; 'fit': the box fills the frame
                   fov_mm:float|None=DEFAULT_FOV_MM, # field of view of 'fixed', mm
                  ) -> np.ndarray:
-    "Network input from a HU slice: head cropped and centred, square pixels, padded, resized, windowed: uint8 (C, size, size)."
+    "Network input from a HU slice: head cropped and centred, windowed, resized to square pixels, padded: uint8 (C, size, size)."
     sr, sc = _check_spacing(spacing)
     scale, fov_mm = check_scale(scale, fov_mm)
     if bbox is None: bbox = head_bbox(hu, (sr, sc)) or (0, hu.shape[0], 0, hu.shape[1])
@@ -217,12 +220,21 @@ def preprocess_hu(hu:np.ndarray, # 2-D slice in HU
     else: px_mm = max((bottom-top)*sr, (right-left)*sc)/size   # the box's long side fills the frame
     h_mm, w_mm = (bottom-top)*sr, (right-left)*sc
     oh, ow = min(size, max(1, round(h_mm/px_mm))), min(size, max(1, round(w_mm/px_mm)))
-    canvas = np.full((size, size), AIR_HU, np.float32)
+    wins = parse_windows(windows)
+    uniq = list(dict.fromkeys((lv - wd/2, lv + wd/2) for _, lv, wd in wins))   # (bottom, top) of each distinct window
+    box = np.asarray(hu[top:bottom, left:right], np.float32)
+    clipped = np.empty((len(uniq), *box.shape), np.float32)
+    x = np.empty((len(uniq), size, size), np.float32)
+    for i, (lo, hi) in enumerate(uniq):
+        np.clip(box, lo, hi, out=clipped[i])                        # each window's HU range first ...
+        x[i] = min(max(AIR_HU, lo), hi)                             # (the canvas: air, in that window)
     t, l = (size-oh)//2, (size-ow)//2
-    canvas[t:t+oh, l:l+ow] = _interpolate(hu[top:bottom, left:right], (oh, ow))
-    x = stack_windows(canvas, windows)    # a new float32 array in [0, 1]: scale it in place
-    x *= np.float32(255); x += np.float32(0.5)
-    return x.astype(np.uint8)                            # = to_uint8(x), without its copy and clip
+    x[:, t:t+oh, l:l+ow] = _interpolate(clipped, (oh, ow))         # ... then resized
+    for i, (lo, hi) in enumerate(uniq):                             # the window's linear part, after resizing (it
+        x[i] -= np.float32(lo); x[i] *= np.float32(255/(hi - lo))   # commutes with interpolation): 0–255 ...
+    x += np.float32(0.5)
+    x = x.astype(np.uint8)                                          # ... rounded (= to_uint8 of the windowed values)
+    return x if len(uniq) == len(wins) else x[[uniq.index((lv - wd/2, lv + wd/2)) for _, lv, wd in wins]]
 
 # %% ../nbs/06_preprocess.ipynb #63d6c530
 _IMPLICIT_LE, _EXPLICIT_LE = '1.2.840.10008.1.2', '1.2.840.10008.1.2.1'
@@ -281,7 +293,8 @@ def preprocess_file(path, # a DICOM file
     return preprocess_hu(hu, spacing, size, windows, info['head_bbox'], scale, fov_mm), info
 
 # %% ../nbs/06_preprocess.ipynb #1b9c057d
-CACHE_FORMAT = 1
+CACHE_FORMATS = {1: 'HU resized, then windowed', 2: 'each window applied, then resized'}   # what each format holds
+CACHE_FORMAT = 2
 
 class CacheError(ValueError):
     "A cache that cannot be built, resumed or read as asked."
@@ -636,6 +649,9 @@ def open_cache(cache_dir, # a cache written by `build_cache`
     d = Path(cache_dir).expanduser()
     if not (d/'cache.json').exists(): raise CacheError(f"{show_path(d)}: not a cache (no cache.json)")
     info = json.loads((d/'cache.json').read_text())
+    if info.get('format', CACHE_FORMAT) != CACHE_FORMAT:
+        raise CacheError(f"{show_path(d)}: cache format {info.get('format')}, written by another version of ich_nbdev (this one "
+                         f"reads format {CACHE_FORMAT}: {CACHE_FORMATS[CACHE_FORMAT]}); rebuild it with ich-prepare in a new folder")
     if not info.get('complete'): raise CacheError(f"{show_path(d)}: unfinished cache; run ich-prepare again to complete it")
     if split not in info['splits']: raise CacheError(f"{show_path(d)}: no split '{split}'; it has {', '.join(info['splits'])}")
     return np.load(d/f'{split}.npy', mmap_mode='r'), pd.read_parquet(d/f'{split}.parquet')

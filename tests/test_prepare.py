@@ -174,3 +174,26 @@ def test_cache_from_before_the_scale_was_recorded(few, tmp_path):
     assert r.returncode == 0 and 'cache complete, nothing to do' in r.stdout, r.stdout + r.stderr
     r = prepare(few, tmp_path/'c', '--scale', 'fixed')
     assert r.returncode == 1 and "scale='fit' (asked: 'fixed')" in r.stderr and 'ask for --scale fit' in r.stderr, r.stderr
+
+def test_cache_of_an_earlier_format(few, tmp_path):
+    """A cache of format 1 (HU resized, then windowed) is refused by every reader and by ich-prepare, with what to do;
+    `synth_cache` rebuilds its own folder."""
+    from ich_nbdev.preprocess import open_cache, CacheError, CACHE_FORMAT
+    from ich_nbdev.learner import synth_cache
+    r = prepare(few, tmp_path/'c')
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path/'c'/'cache.json').read_text())
+    assert info['format'] == CACHE_FORMAT == 2
+    (tmp_path/'c'/'cache.json').write_text(json.dumps(dict(info, format=1)))
+    with pytest.raises(CacheError, match=r"cache format 1, written by another version of ich_nbdev \(this one reads format 2: "
+                                         r"each window applied, then resized\); rebuild it with ich-prepare in a new folder"):
+        open_cache(tmp_path/'c', 'images')
+    r = prepare(few, tmp_path/'c')
+    assert r.returncode == 1 and 'format=1 (asked: 2)' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    own = synth_cache(size=int(SIZE), data_dir=few)
+    try:
+        info = json.loads((own/'cache.json').read_text())
+        (own/'cache.json').write_text(json.dumps(dict(info, format=1)))
+        assert synth_cache(size=int(SIZE), data_dir=few) == own
+        assert json.loads((own/'cache.json').read_text())['format'] == 2 and len(open_cache(own, 'images')[1]) == 12
+    finally: shutil.rmtree(own, ignore_errors=True)

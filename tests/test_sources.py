@@ -79,6 +79,22 @@ def test_png_head_box(forms):
         worst = max(worst, max(abs(x - y) for x, y in zip(b0, b1)))
     assert worst <= 2, worst
 
+def test_png_input_equals_dicom_given_its_box(forms):
+    """Given the DICOM's head box, a brain-window PNG gives the DICOM's network input within one grey level: the windows are
+    applied before resizing (cache format 2), so the HU outside the window, which the picture lacks, never reach the input."""
+    from ich_nbdev.preprocess import head_bbox, preprocess_hu, CACHE_FORMAT
+    from ich_nbdev.sources import _image_hu
+    assert CACHE_FORMAT == 2
+    mm = float(read_source(forms['src'])[0].spacing_row.iloc[0])
+    worst, n = 0, 0
+    for a, b in _pairs(forms, 'png', pixel_mm=mm):
+        hu0 = slice_hu(a)[0]
+        box = head_bbox(hu0, (mm, mm))
+        x0 = preprocess_hu(hu0, (mm, mm), 64, 'brain,brain,brain', box)
+        x1 = preprocess_hu(_image_hu(b, 'brain,brain,brain')[0], (mm, mm), 64, 'brain,brain,brain', box)
+        worst, n = max(worst, int(np.abs(x0.astype(int) - x1).max())), n + 1
+    assert n == 48 and worst <= 1, (n, worst)
+
 def test_png_refuses_other_windows(forms):
     r = read_source(forms['png'])[0].iloc[0]
     with pytest.raises(SourceError, match='subdural, bone window.s., which images saved in the brain window cannot give'):
@@ -223,28 +239,37 @@ def test_png_pixel_size(forms, tmp_path):
 @pytest.fixture(scope='module')
 def brain3_model():
     "A brain ×3 model of the synthetic sample (the thesis' ResNet50 input), trained once into the cache folder."
-    from ich_nbdev.core import cache_root
-    from ich_nbdev.learner import synth_cache, train_model
+    from ich_nbdev.learner import synth_cache, cached_model
     from ich_nbdev.inference import load_model
-    out = cache_root()/'test-sources-brain3-resnet10t-64-e4'
-    if not (out/'model.pkl').exists():
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            train_model(synth_cache(size=64), out, windows='brain,brain,brain', epochs=4, seed=42, progress=False)
-    return load_model(out/'model.pkl')
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return load_model(cached_model('test-sources-brain3', synth_cache(size=64), arch='resnet10t', windows='brain,brain,brain',
+                                       epochs=4, seed=42))
 
 def test_png_predictions_agree(forms, brain3_model):
-    """A brain ×3 model's P(any) through brain-window PNGs stays within 0.3 of the DICOM's on every slice (measured 0.24;
-    0.49 when the pixel size was assumed 1 mm and black read as air). The rest is what a picture cannot hold: the HU
-    outside the window, which the DICOM path resizes before windowing (the same box gives 0.25 at most, with or without
-    8-bit rounding), and the head edge between -300 and 0 HU, which moves the picture's head box by a pixel or two."""
+    """A brain ×3 model's P(any) through brain-window PNGs: the same as the DICOM's when the picture is framed by the
+    DICOM's head box (windows before resizing, cache format 2; measured max 0.004), and within 0.4 of it on every slice
+    with the picture's own box (measured 0.33; 0.52 over the 960 slices of `bench/forms.py`). That rest is the head edge
+    between -300 and 0 HU, black in the picture, which moves its box by a pixel or two: this 4-epoch model's P(any) moves
+    as much when the DICOM's own box grows by one pixel."""
+    from ich_nbdev.preprocess import head_bbox, preprocess_hu
+    from ich_nbdev.learner import predict_images
+    from ich_nbdev.sources import _image_hu
     ref = number_slices(read_source(forms['src'])[0])
     png = read_source(forms['png'])[0]
     a = ref[ref.image_id.isin(png.image_id)].sort_values(['study_id', 'slice_index'])
+    b = png.set_index('image_id').loc[a.image_id].reset_index()
     pa, _ = predict_slices(brain3_model, a)
-    pb, bad = predict_slices(brain3_model, png.set_index('image_id').loc[a.image_id].reset_index())
+    pb, bad = predict_slices(brain3_model, b)
     assert len(bad) == 0 and len(pb) == len(pa) == 48
     d = np.abs(pb['any'].to_numpy() - pa['any'].to_numpy())
-    assert d.max() <= 0.3, d.max()
+    assert d.max() <= 0.4, d.max()
     assert d.mean() <= 0.1, d.mean()
+    w, size = 'brain,brain,brain', brain3_model.learn.ich['cache_size']
+    boxed = []
+    for r, q in zip(a.itertuples(), b.itertuples()):
+        hu, sp, _ = slice_hu(r)
+        boxed.append(preprocess_hu(_image_hu(q, w)[0], sp, size, w, head_bbox(hu, sp)))
+    same = np.abs(predict_images(brain3_model.cnn, np.stack(boxed))[:, -1] - pa['any'].to_numpy())
+    assert same.max() <= 0.02, same.max()
