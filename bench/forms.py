@@ -1,5 +1,6 @@
 """How far a model's predictions through NIfTI, secondary-capture DICOM and brain-window PNG stray from the DICOM's
-(max and mean |ΔP| of each output over the slices), for a brain ×3 model on the synthetic sample's training studies.
+(max and mean |ΔP| of each output over the slices), for a brain ×3 model on the synthetic sample's training studies,
+and on how many slices the PNG's head box is the DICOM's.
 
     python bench/forms.py [--studies N]      # default: every training study (960 slices)
 
@@ -17,6 +18,8 @@ def main(argv=None):
     from ich_nbdev.inference import load_model
     from ich_nbdev.synth import synth_sample
     from ich_nbdev.sources import read_source, predict_slices, write_nifti_sample, write_png_sample, write_ot_sample
+    from ich_nbdev.sources import slice_hu, image_head_bbox, _image_hu
+    from ich_nbdev.preprocess import head_bbox
     warnings.simplefilter('ignore')
     learn = load_model(cached_model('test-sources-brain3', synth_cache(size=64), arch='resnet10t', windows='brain,brain,brain',
                                     epochs=4, seed=42))
@@ -40,5 +43,9 @@ def main(argv=None):
         if len(bad) or len(pb) != len(pa): sys.exit(f"bench/forms.py: {key}: {len(bad)} slice(s) refused")
         d = np.abs(pb[SUBTYPES].to_numpy() - pa[SUBTYPES].to_numpy())
         print(f"{what:34s}" + ''.join(f"{m:9.3f} ({a_:.3f})" for m, a_ in zip(d.max(0), d.mean(0))), flush=True)
+    png = read_source(forms['png'])[0].set_index('image_id').loc[ref.image_id]
+    same = sum(head_bbox(*slice_hu(a)[:2]) == image_head_bbox(_image_hu(b, 'brain')[0], (b.spacing_row, b.spacing_col), black=0)
+               for a, b in zip(ref.itertuples(), png.itertuples()))
+    print(f"head box of the PNG the DICOM's on {same} of {len(ref)} slices")
 
 if __name__ == '__main__': main()

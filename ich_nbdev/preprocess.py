@@ -22,9 +22,9 @@ from .dicom import DicomError, load_hu, pxrepr_fix_applies, stored_to_hu
 from .windowing import parse_windows, stack_windows
 
 # %% auto #0
-__all__ = ['AIR_HU', 'DEFAULT_WINDOWS', 'SCALES', 'DEFAULT_SCALE', 'DEFAULT_FOV_MM', 'CACHE_FORMATS', 'CACHE_FORMAT',
-           'INDEX_COLUMNS', 'resample', 'head_mask', 'head_bbox', 'pad_square', 'resize', 'to_uint8', 'hflip',
-           'check_scale', 'preprocess_hu', 'load_hu_fast', 'preprocess_file', 'CacheError', 'cache_scale',
+__all__ = ['AIR_HU', 'EDGE_HU', 'DEFAULT_WINDOWS', 'SCALES', 'DEFAULT_SCALE', 'DEFAULT_FOV_MM', 'CACHE_FORMATS', 'CACHE_FORMAT',
+           'INDEX_COLUMNS', 'resample', 'head_mask', 'edge_box', 'head_bbox', 'pad_square', 'resize', 'to_uint8',
+           'hflip', 'check_scale', 'preprocess_hu', 'load_hu_fast', 'preprocess_file', 'CacheError', 'cache_scale',
            'cache_splits', 'problem_reason', 'build_cache', 'cache_report', 'open_cache', 'cache_read_speed',
            'ich_prepare']
 
@@ -115,12 +115,26 @@ def head_mask(hu:np.ndarray, # 2-D slice in HU
     return mask
 
 # %% ../nbs/06_preprocess.ipynb #f0e2bd57
+EDGE_HU = 31.5 * 80 / 255   # 9.88 HU: the head's outline, halfway between grey levels 31 and 32 of the brain window
+
+def edge_box(hu:np.ndarray, # 2-D slice in HU
+             box:tuple, # `(top, bottom, left, right)` to search, pixels
+             edge_hu:float=EDGE_HU, # HU above which a pixel is the head's (skin is 30–50 HU)
+            ) -> tuple:
+    "`box` cut to the pixels above `edge_hu` inside it (`box` itself when there are none)."
+    t, b, l, r = box
+    m = hu[t:b, l:r] > edge_hu
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    if not len(rows): return box
+    return (t + int(rows[0]), t + int(rows[-1]) + 1, l + int(cols[0]), l + int(cols[-1]) + 1)
+
 def head_bbox(hu:np.ndarray, # 2-D slice in HU
               spacing:tuple, # (row, column) pixel size in mm
               threshold:float=-300, # HU above which a pixel is tissue (or table)
               coarse_mm:float=2.0, # pixel size of the coarse grid the mask is computed on
               erode_mm:float=3.0, # erosion radius that cuts the table and headrest off the head
               min_area_mm2:float=100, # smaller largest components are not a head: return None
+              edge_hu:float|None=EDGE_HU, # then cut the box to the pixels above this (None: the coarse box)
              ) -> tuple|None:
     "`(top, bottom, left, right)` pixel box of the head (largest tissue component), or None when there is none."
     sr, sc, step, k = _coarse_grid(spacing, coarse_mm, erode_mm)
@@ -130,9 +144,9 @@ def head_bbox(hu:np.ndarray, # 2-D slice in HU
     i = int(areas.argmax())
     if areas[i]*(step*sr)*(step*sc) < min_area_mm2: return None
     rows, cols = ndimage.find_objects(labels, max_label=i+1)[i]
-    h, w = hu.shape
-    return (max(0, (rows.start-k)*step), min(h, (rows.stop+k)*step),
-            max(0, (cols.start-k)*step), min(w, (cols.stop+k)*step))
+    h, w = hu.shape                                   # the component's box, grown by the erosions and one more cell
+    box = (max(0, (rows.start-k-1)*step), min(h, (rows.stop+k+1)*step), max(0, (cols.start-k-1)*step), min(w, (cols.stop+k+1)*step))
+    return box if edge_hu is None else edge_box(hu, box, edge_hu)
 
 # %% ../nbs/06_preprocess.ipynb #ac8cfe22
 def pad_square(img:np.ndarray, # 2-D image
@@ -293,7 +307,7 @@ def preprocess_file(path, # a DICOM file
     return preprocess_hu(hu, spacing, size, windows, info['head_bbox'], scale, fov_mm), info
 
 # %% ../nbs/06_preprocess.ipynb #1b9c057d
-CACHE_FORMATS = {1: 'HU resized, then windowed', 2: 'each window applied, then resized'}   # what each format holds
+CACHE_FORMATS = {1: 'HU resized, then windowed', 2: 'each window applied, then resized; head box cut to its outline'}   # what each format holds
 CACHE_FORMAT = 2
 
 class CacheError(ValueError):

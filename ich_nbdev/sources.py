@@ -19,7 +19,7 @@ from PIL import Image
 from .core import SUBTYPES, number_slices, path_problem, show_path, safe_text, progress_iter
 from .dicom import DicomError
 from .data import dicom_files
-from .preprocess import preprocess_hu, head_bbox, load_hu_fast, AIR_HU, DEFAULT_WINDOWS
+from .preprocess import preprocess_hu, head_bbox, edge_box, EDGE_HU, load_hu_fast, AIR_HU, DEFAULT_WINDOWS
 from .windowing import parse_windows, window
 
 # %% auto #0
@@ -462,14 +462,15 @@ def image_head_bbox(hu:np.ndarray, # HU recovered from a windowed picture (`_ima
                     bridge_mm:float=4.0, # gaps up to this width are closed first
                     margin_mm:float=3.0, # the box grows by this on every side
                    ) -> tuple|None:
-    "`head_bbox` of a windowed picture: gaps up to `bridge_mm` closed, then `margin_mm` added on every side."
+    "`head_bbox` of a windowed picture: gaps up to `bridge_mm` closed, `margin_mm` added on every side, cut to the outline."
     from scipy import ndimage
     n = max(1, int(round(bridge_mm/2/min(spacing))))
     tissue = ndimage.binary_closing(np.pad(hu > (hu.min() if black is None else black), n), np.ones((3, 3), bool), iterations=n)[n:-n, n:-n]
-    b = head_bbox(np.where(tissue, np.float32(0), np.float32(AIR_HU)), spacing)
+    b = head_bbox(np.where(tissue, np.float32(0), np.float32(AIR_HU)), spacing, edge_hu=None)
     if b is None: return None
     mr, mc = int(round(margin_mm/spacing[0])), int(round(margin_mm/spacing[1]))
-    return max(0, b[0] - mr), min(hu.shape[0], b[1] + mr), max(0, b[2] - mc), min(hu.shape[1], b[3] + mc)
+    b = max(0, b[0] - mr), min(hu.shape[0], b[1] + mr), max(0, b[2] - mc), min(hu.shape[1], b[3] + mc)
+    return edge_box(hu, b, max(EDGE_HU, hu.min() if black is None else black))   # the DICOM's outline, where the window shows it
 
 # %% ../nbs/15_sources.ipynb #99268585
 def slice_input(row, # a row of the slice table

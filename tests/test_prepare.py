@@ -186,7 +186,7 @@ def test_cache_of_an_earlier_format(few, tmp_path):
     assert info['format'] == CACHE_FORMAT == 2
     (tmp_path/'c'/'cache.json').write_text(json.dumps(dict(info, format=1)))
     with pytest.raises(CacheError, match=r"cache format 1, written by another version of ich_nbdev \(this one reads format 2: "
-                                         r"each window applied, then resized\); rebuild it with ich-prepare in a new folder"):
+                                         r"each window applied, then resized; head box cut to its outline\); rebuild it with ich-prepare in a new folder"):
         open_cache(tmp_path/'c', 'images')
     r = prepare(few, tmp_path/'c')
     assert r.returncode == 1 and 'format=1 (asked: 2)' in r.stderr and 'Traceback' not in r.stderr, r.stderr

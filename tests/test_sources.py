@@ -67,7 +67,9 @@ def test_same_input_through_every_source(forms):
         assert d == 0, key
 
 def test_png_head_box(forms):
-    "The head box of a brain-window PNG is within 2 pixels of the DICOM's (see `image_head_bbox`)."
+    """The head box of a brain-window PNG is the DICOM's on every slice of these two studies: both are cut to the pixels
+    above `EDGE_HU`, which the picture shows as they are (over all 960 training slices `bench/forms.py` counts 861 the
+    same; the others differ where the headrest comes within the picture's margin)."""
     from ich_nbdev.preprocess import head_bbox
     from ich_nbdev.sources import _image_hu, image_head_bbox
     mm = float(read_source(forms['src'])[0].spacing_row.iloc[0])
@@ -77,7 +79,7 @@ def test_png_head_box(forms):
         b0, b1 = head_bbox(hu0, (mm, mm)), image_head_bbox(_image_hu(b, 'brain')[0], (mm, mm))
         if b0 is None or b1 is None: assert b0 == b1; continue
         worst = max(worst, max(abs(x - y) for x, y in zip(b0, b1)))
-    assert worst <= 2, worst
+    assert worst == 0, worst
 
 def test_png_input_equals_dicom_given_its_box(forms):
     """Given the DICOM's head box, a brain-window PNG gives the DICOM's network input within one grey level: the windows are
@@ -248,11 +250,10 @@ def brain3_model():
                                        epochs=4, seed=42))
 
 def test_png_predictions_agree(forms, brain3_model):
-    """A brain ×3 model's P(any) through brain-window PNGs: the same as the DICOM's when the picture is framed by the
-    DICOM's head box (windows before resizing, cache format 2; measured max 0.004), and within 0.4 of it on every slice
-    with the picture's own box (measured 0.33; 0.52 over the 960 slices of `bench/forms.py`). That rest is the head edge
-    between -300 and 0 HU, black in the picture, which moves its box by a pixel or two: this 4-epoch model's P(any) moves
-    as much when the DICOM's own box grows by one pixel."""
+    """A brain ×3 model's P(any) through brain-window PNGs is the DICOM's within 0.02 on every slice, framed by the
+    picture's own head box as by the DICOM's: the windows are applied before resizing (cache format 2), so the HU outside
+    the window, which the picture never held, cannot reach the input, and both boxes are cut to the same outline.
+    (Before, with HU resized and then windowed and a box a pixel or two off, it was up to 0.3.)"""
     from ich_nbdev.preprocess import head_bbox, preprocess_hu
     from ich_nbdev.learner import predict_images
     from ich_nbdev.sources import _image_hu
@@ -264,8 +265,7 @@ def test_png_predictions_agree(forms, brain3_model):
     pb, bad = predict_slices(brain3_model, b)
     assert len(bad) == 0 and len(pb) == len(pa) == 48
     d = np.abs(pb['any'].to_numpy() - pa['any'].to_numpy())
-    assert d.max() <= 0.4, d.max()
-    assert d.mean() <= 0.1, d.mean()
+    assert d.max() <= 0.02, d.max()
     w, size = 'brain,brain,brain', brain3_model.learn.ich['cache_size']
     boxed = []
     for r, q in zip(a.itertuples(), b.itertuples()):
