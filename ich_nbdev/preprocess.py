@@ -114,7 +114,7 @@ def head_mask(hu:np.ndarray, # 2-D slice in HU
     for _ in range(k): mask = _erode3x3(mask)
     return mask
 
-# %% ../nbs/06_preprocess.ipynb #f0e2bd57
+# %% ../nbs/06_preprocess.ipynb #e1d9b0c3
 EDGE_HU = 31.5 * 80 / 255   # 9.88 HU: the head's outline, halfway between grey levels 31 and 32 of the brain window
 
 def edge_box(hu:np.ndarray, # 2-D slice in HU
@@ -128,6 +128,7 @@ def edge_box(hu:np.ndarray, # 2-D slice in HU
     if not len(rows): return box
     return (t + int(rows[0]), t + int(rows[-1]) + 1, l + int(cols[0]), l + int(cols[-1]) + 1)
 
+# %% ../nbs/06_preprocess.ipynb #f0e2bd57
 def head_bbox(hu:np.ndarray, # 2-D slice in HU
               spacing:tuple, # (row, column) pixel size in mm
               threshold:float=-300, # HU above which a pixel is tissue (or table)
@@ -213,6 +214,29 @@ def _centre_crop(a:int, b:int, n:float) -> tuple[int, int]:
     a = int(round((a + b - k)/2))
     return a, a + k
 
+# %% ../nbs/06_preprocess.ipynb #a7c4e2d1
+def _windowed_canvas(box:np.ndarray, # the head's box, in HU
+                     shape:tuple, # its size in output pixels, (height, width)
+                     size:int, windows, # side of the output square; the windows
+                    ) -> np.ndarray:
+    "Each window of `box`, resized to `shape` and centred on a `size` × `size` square of air: uint8 `(C, size, size)`."
+    oh, ow = shape
+    wins = parse_windows(windows)
+    uniq = list(dict.fromkeys((lv - wd/2, lv + wd/2) for _, lv, wd in wins))   # (bottom, top) of each distinct window
+    box = np.asarray(box, np.float32)
+    clipped = np.empty((len(uniq), *box.shape), np.float32)
+    x = np.empty((len(uniq), size, size), np.float32)
+    for i, (lo, hi) in enumerate(uniq):
+        np.clip(box, lo, hi, out=clipped[i])                        # each window's HU range first ...
+        x[i] = min(max(AIR_HU, lo), hi)                             # (the canvas: air, in that window)
+    t, l = (size-oh)//2, (size-ow)//2
+    x[:, t:t+oh, l:l+ow] = _interpolate(clipped, (oh, ow))         # ... then resized
+    for i, (lo, hi) in enumerate(uniq):                             # the window's linear part, after resizing (it
+        x[i] -= np.float32(lo); x[i] *= np.float32(255/(hi - lo))   # commutes with interpolation): 0–255 ...
+    x += np.float32(0.5)
+    x = x.astype(np.uint8)                                          # ... rounded (= to_uint8 of the windowed values)
+    return x if len(uniq) == len(wins) else x[[uniq.index((lv - wd/2, lv + wd/2)) for _, lv, wd in wins]]
+
 # %% ../nbs/06_preprocess.ipynb #f3f474d7
 def preprocess_hu(hu:np.ndarray, # 2-D slice in HU
                   spacing:tuple, # (row, column) pixel size in mm
@@ -234,21 +258,7 @@ def preprocess_hu(hu:np.ndarray, # 2-D slice in HU
     else: px_mm = max((bottom-top)*sr, (right-left)*sc)/size   # the box's long side fills the frame
     h_mm, w_mm = (bottom-top)*sr, (right-left)*sc
     oh, ow = min(size, max(1, round(h_mm/px_mm))), min(size, max(1, round(w_mm/px_mm)))
-    wins = parse_windows(windows)
-    uniq = list(dict.fromkeys((lv - wd/2, lv + wd/2) for _, lv, wd in wins))   # (bottom, top) of each distinct window
-    box = np.asarray(hu[top:bottom, left:right], np.float32)
-    clipped = np.empty((len(uniq), *box.shape), np.float32)
-    x = np.empty((len(uniq), size, size), np.float32)
-    for i, (lo, hi) in enumerate(uniq):
-        np.clip(box, lo, hi, out=clipped[i])                        # each window's HU range first ...
-        x[i] = min(max(AIR_HU, lo), hi)                             # (the canvas: air, in that window)
-    t, l = (size-oh)//2, (size-ow)//2
-    x[:, t:t+oh, l:l+ow] = _interpolate(clipped, (oh, ow))         # ... then resized
-    for i, (lo, hi) in enumerate(uniq):                             # the window's linear part, after resizing (it
-        x[i] -= np.float32(lo); x[i] *= np.float32(255/(hi - lo))   # commutes with interpolation): 0–255 ...
-    x += np.float32(0.5)
-    x = x.astype(np.uint8)                                          # ... rounded (= to_uint8 of the windowed values)
-    return x if len(uniq) == len(wins) else x[[uniq.index((lv - wd/2, lv + wd/2)) for _, lv, wd in wins]]
+    return _windowed_canvas(hu[top:bottom, left:right], (oh, ow), size, windows)
 
 # %% ../nbs/06_preprocess.ipynb #63d6c530
 _IMPLICIT_LE, _EXPLICIT_LE = '1.2.840.10008.1.2', '1.2.840.10008.1.2.1'
