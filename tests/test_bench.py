@@ -65,3 +65,27 @@ def test_from_scratch_without_the_defaults():
     assert r.returncode == 0, r.stderr
     header = r.stdout.splitlines()[0]
     assert 'no weight decay' in header and 'output bias' not in header and 'identity' not in header, header
+
+@pytest.mark.parametrize('args,message', [
+    (['--epochs', '0'], 'bench/forms.py: --epochs must be at least 1, not 0'),
+    (['--train-studies', '3'], 'bench/forms.py: --train-studies must be 0 or at least 10, not 3'),
+    (['--studies', '0'], 'bench/forms.py: --studies must be at least 1, not 0'),
+])
+def test_forms_bad_settings(args, message):
+    r = run(sys.executable, 'bench/forms.py', *args)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+def test_forms_real_boxes(tmp_path, synth_dir):
+    "--real compares each DICOM slice's head box with its brain-window picture's; a file that is not DICOM is skipped, said."
+    for f in sorted((synth_dir/'stage_2_train').glob('*.dcm'))[:6]: (tmp_path/f.name).write_bytes(f.read_bytes())
+    (tmp_path/'broken.dcm').write_bytes(b'not a DICOM file')
+    r = run(sys.executable, 'bench/forms.py', '--real', tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r'^skipped broken\.dcm: ', r.stdout, re.M), r.stdout
+    m = re.search(r'^7 slices, (\d+) without a head box.*\n  the same on (\d+), within 2 mm on every side on (\d+) of (\d+);', r.stdout, re.M)
+    assert m, r.stdout
+    none, same, near, n = map(int, m.groups())
+    assert none == 0 and n == 6 and same <= near <= n and same >= 1   # six synthetic slices: a head in each; boxes mostly agree
+    empty = tmp_path/'empty'; empty.mkdir()
+    r = run(sys.executable, 'bench/forms.py', '--real', empty)
+    assert r.returncode != 0 and f'bench/forms.py: no .dcm files in {empty}' in r.stderr
