@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 # %% auto #0
-__all__ = ['SUBTYPES', 'ABBREV', 'PART', 'cache_root', 'number_slices', 'safe_text', 'show_path', 'path_problem', 'is_partial',
-           'atomic_write', 'write_bytes_atomic', 'write_text_atomic', 'write_table_atomic', 'in_notebook',
+__all__ = ['SUBTYPES', 'ABBREV', 'PART', 'cache_root', 'number_slices', 'series_waves', 'safe_text', 'show_path', 'path_problem',
+           'is_partial', 'atomic_write', 'write_bytes_atomic', 'write_text_atomic', 'write_table_atomic', 'in_notebook',
            'small_figures', 'show_progress', 'progress_iter', 'parallel_progress', 'UsageError', 'check_arg',
            'error_line', 'cli_errors', 'check_context', 'neighbour_positions']
 
@@ -43,6 +43,17 @@ def number_slices(df:pd.DataFrame, # one row per slice: `series_id`, `image_id`,
     df['slice_index'] = grp.cumcount().astype('int32')
     df['n_slices'] = grp['image_id'].transform('size').astype('int32')
     return df
+
+# %% ../nbs/A1_core.ipynb #5e71a0c3
+def series_waves(index:pd.DataFrame, # z-ordered slices (`number_slices`): each series together, `slice_index` 0 first
+                 size:int, # slices per range, about (a series longer than that is one range)
+                ) -> list:
+    "Ranges of `index` rows of about `size` slices each that never split a series."
+    waves, a = [], 0
+    for b in np.flatnonzero(index['slice_index'].to_numpy() == 0)[1:]:    # where each series after the first starts
+        if b - a >= size: waves.append(range(a, int(b))); a = int(b)
+    if a < len(index): waves.append(range(a, len(index)))
+    return waves
 
 # %% ../nbs/A1_core.ipynb #b1539b8a
 def safe_text(s:str) -> str:

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 
 import ich_nbdev
-from .core import SUBTYPES, number_slices, write_bytes_atomic, cli_errors, check_arg, UsageError
+from .core import SUBTYPES, number_slices, series_waves, write_bytes_atomic, cli_errors, check_arg, UsageError
 from .data import dicom_meta
 from .preprocess import preprocess_file, check_scale, problem_reason
 
@@ -274,8 +274,7 @@ def _dicom_chunks(meta:pd.DataFrame, # `dicom_meta`'s table
     "`meta` (z-ordered for 2.5D and sequence models) and the ranges of its rows preprocessed together: `chunk` slices, or a series."
     if model.kind == 'single': return meta, [range(i, min(i + chunk, len(meta))) for i in range(0, len(meta), chunk)]
     meta = number_slices(meta)
-    starts = [*np.flatnonzero(meta['slice_index'].to_numpy() == 0).tolist(), len(meta)]
-    return meta, [range(a, b) for a, b in zip(starts[:-1], starts[1:])]
+    return meta, series_waves(meta, 1)
 
 # %% ../nbs/19_deploy.ipynb #50ad3b3b
 def predict_dicom(model, # an `OnnxModel`, or the path of an ONNX file from `export_onnx`

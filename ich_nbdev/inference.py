@@ -18,7 +18,7 @@ from fastcore.script import call_parse
 from fastai.learner import Learner, load_learner
 from fastai.torch_core import TensorImage
 
-from .core import (SUBTYPES, cache_root, number_slices, atomic_write, show_progress, progress_iter,
+from .core import (SUBTYPES, cache_root, number_slices, series_waves, atomic_write, show_progress, progress_iter,
                             UsageError, check_arg, cli_errors)
 from .data import find_rsna, dicom_meta, read_labels, labels_to_long, NoDicomError, show_ids
 from .preprocess import preprocess_file, open_cache, CacheError, CACHE_FORMAT, problem_reason, _torch_threads
@@ -268,16 +268,6 @@ def _with_probs(index:pd.DataFrame, p:np.ndarray) -> pd.DataFrame:
     df = pd.concat([index[cols].reset_index(drop=True), pd.DataFrame(p, columns=SUBTYPES)], axis=1)
     return number_slices(df)[PRED_COLUMNS]
 
-def _series_waves(index:pd.DataFrame, # z-ordered slices (`number_slices`)
-                  size:int, # slices per wave, about
-                 ) -> list:
-    "Ranges of `index` rows of about `size` slices each that never split a series."
-    waves, a = [], 0
-    for b in np.flatnonzero(index['slice_index'].to_numpy() == 0)[1:]:    # where each series after the first starts
-        if b - a >= size: waves.append(range(a, int(b))); a = int(b)
-    if a < len(index): waves.append(range(a, len(index)))
-    return waves
-
 # %% ../nbs/13_inference.ipynb #7300b844
 def predict_ordered(model:IchModel, # from `as_model`
                     x:np.ndarray, # uint8 slices `(N, C, H, W)` of whole series, in the order of `series`
@@ -319,7 +309,7 @@ def _predict_folder_onnx(model, dicom_dir, bs, tta, n_workers, progress, require
 # %% ../nbs/13_inference.ipynb #ae168d10
 def _predict_waves(learn:IchModel, meta:pd.DataFrame, pp:dict, bs:int, tta:bool, n_workers:int, chunk_size:int, bars:bool):
     "`PRED_COLUMNS` of the z-ordered slices `meta`, preprocessed a wave of whole series at a time, and the problems of each wave."
-    waves = _series_waves(meta, max(1, n_workers) * 4 * chunk_size)
+    waves = series_waves(meta, max(1, n_workers) * 4 * chunk_size)
     probs, rows, bad = [], [], []
     for w in progress_iter(waves, 'slices', progress=bars and len(waves) > 1):
         x, ok, p = preprocess_files(meta.path.iloc[w.start:w.stop].tolist(), n_workers=n_workers, chunk_size=chunk_size, **pp)
@@ -421,7 +411,7 @@ def predict_cache(model, # a model from `load_model`, a learner, or the path of 
     chans = _cache_channels(learn, info, cache_dir)
     idx = number_slices(idx)                       # whole series along z, read a wave of series at a time
     p = [predict_ordered(learn, arr[np.sort(idx['row'].to_numpy()[w])][:, chans][np.argsort(np.argsort(idx['row'].to_numpy()[w]))],
-                         idx['series_id'].to_numpy()[w], bs=bs, tta=tta) for w in _series_waves(idx, 2048)]
+                         idx['series_id'].to_numpy()[w], bs=bs, tta=tta) for w in series_waves(idx, 2048)]
     p = np.concatenate(p) if p else np.zeros((0, len(SUBTYPES)), np.float32)
     problems = pd.read_csv(cache_dir/'problems.csv')
     problems = problems[problems['split'] == split][['path', 'reason']].reset_index(drop=True)
