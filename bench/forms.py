@@ -31,9 +31,10 @@ def _scores(p, y):
 def real_boxes(folder):
     "For each DICOM slice of `folder`: the head box of its HU and of its brain-window picture (grey levels kept in memory)."
     from pathlib import Path
-    from ich_nbdev.preprocess import load_hu_fast, head_bbox
+    from ich_nbdev.preprocess import load_hu_fast, head_bbox, to_uint8
     from ich_nbdev.dicom import DicomError
     from ich_nbdev.sources import image_head_bbox
+    from ich_nbdev.windowing import window
     files = sorted(p for p in Path(folder).expanduser().rglob('*.dcm'))
     if not files: sys.exit(f"bench/forms.py: no .dcm files in {folder}")
     d, none = [], 0
@@ -41,8 +42,8 @@ def real_boxes(folder):
         try: hu, info = load_hu_fast(f)
         except DicomError as e: print(f"skipped {f.name}: {e.reason}"); continue
         sp = info['spacing']
-        grey = np.round(np.clip(hu / 80 * 255, 0, 255))                     # the brain window (40/80), as a PNG holds it
-        a, b = head_bbox(hu, sp), image_head_bbox((grey * 80 / 255).astype(np.float32), sp, black=0)
+        grey = to_uint8(window(hu, 40, 80))                                  # the brain window, as a PNG holds it
+        a, b = head_bbox(hu, sp), image_head_bbox(grey * np.float32(80 / 255), sp, black=0)   # back to its HU (black: 0 HU)
         if a is None or b is None: none += 1; continue
         d.append(np.array([a[0] - b[0], b[1] - a[1], a[2] - b[2], b[3] - a[3]]) * np.array([sp[0], sp[0], sp[1], sp[1]]))
     g = np.array(d)
@@ -97,7 +98,10 @@ def main(argv=None):
               '{:9.4f}{:9.4f}'.format(*_scores(pb[SUBTYPES].to_numpy(), y)), flush=True)
     import ich_nbdev.sources as S                     # the model's sensitivity to framing alone: the DICOM's own box,
     box = S.head_bbox                                  # one pixel larger on every side
-    S.head_bbox = lambda hu, sp: (lambda b: b and (max(0, b[0]-1), min(hu.shape[0], b[1]+1), max(0, b[2]-1), min(hu.shape[1], b[3]+1)))(box(hu, sp))
+    def grown(hu, sp):
+        b = box(hu, sp)
+        return b and (max(0, b[0] - 1), min(hu.shape[0], b[1] + 1), max(0, b[2] - 1), min(hu.shape[1], b[3] + 1))
+    S.head_bbox = grown
     try: pg, _ = predict_slices(learn, ref)
     finally: S.head_bbox = box
     d = np.abs(pg[SUBTYPES].to_numpy() - pa[SUBTYPES].to_numpy())
