@@ -12,9 +12,10 @@ the synthetic sample's three windows at --size px, and a `SeqNet` of --kind over
 Each figure is the median of --warm runs after one warm-up run. On a GPU every run ends with a synchronisation.
 
     python bench/sequence.py --compare [--seeds 42,0,1] [--studies 200] [--slices 12] [--epochs 12] [--train-size 64] [--bs 16] [--lr 3e-3]
-                             [--seq-epochs 15]
+                             [--seq-epochs 15] [--mimics 4]
 
-The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache), for
+The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache) with
+--mimics dense foci per study that look like a bleed on one slice (`dense_foci`: only the neighbouring slice tells), for
 each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained at
 --train-size px with the same recipe and epochs (by default ich-demo's: 12 epochs, batch 16, lr 3e-3, weight decay 0.05,
 prior bias, zero-init), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
@@ -38,6 +39,7 @@ def main():
     ap.add_argument('--seq-epochs', type=int, default=15); ap.add_argument('--out', default=None)
     ap.add_argument('--train-size', type=int, default=64)
     ap.add_argument('--bs', type=int, default=16); ap.add_argument('--lr', type=float, default=3e-3)
+    ap.add_argument('--mimics', type=float, default=4.0)
     a = ap.parse_args()
     if a.compare: return compare(a)
     if a.size < 32: fail(f"size must be at least 32, not {a.size}")
@@ -90,8 +92,9 @@ def compare(a):
     try: seeds = [int(s) for s in a.seeds.split(',')]
     except ValueError: fail(f"seeds must be whole numbers separated by commas, not {a.seeds!r}")
     if a.slices < 3 or a.studies < 10: fail("compare needs at least 10 studies of 3 slices (--slices is also the study size here)")
+    if not 0 <= a.mimics <= 50: fail(f"mimics must be between 0 and 50 foci per study, not {a.mimics}")
     out = Path(a.out or tempfile.mkdtemp(prefix='seq-compare-'))
-    data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42)
+    data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42, mimics=a.mimics)
     cache = synth_cache(size=64, data_dir=data)
     rows = []
     for seed in seeds:

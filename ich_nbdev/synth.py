@@ -26,9 +26,9 @@ from .phantom import (bell as _bell, lateral_ventricles, brain_frame, cortex_and
 
 # %% auto #0
 __all__ = ['LESIONS', 'SUBTYPE_WEIGHTS', 'HEADER_VARIANTS', 'SYNTH_VERSION', 'INFO_FILE', 'SAMPLE_DEFAULTS', 'random_head',
-           'random_scan', 'head_layers', 'extra_axial_bleeds', 'brain_anatomy', 'brain_bleeds', 'render', 'synth_study',
-           'stored_from_hu', 'random_header', 'dicom_slice', 'write_series', 'SynthError', 'read_synth_info',
-           'plan_dataset', 'write_synthetic_rsna', 'synth_sample', 'synth_summary', 'ich_synth']
+           'random_scan', 'head_layers', 'extra_axial_bleeds', 'brain_anatomy', 'brain_bleeds', 'render', 'dense_foci',
+           'synth_study', 'stored_from_hu', 'random_header', 'dicom_slice', 'write_series', 'SynthError',
+           'read_synth_info', 'plan_dataset', 'write_synthetic_rsna', 'synth_sample', 'synth_summary', 'ich_synth']
 
 # %% ../nbs/01_synth.ipynb #a7c0cd40
 LESIONS = SUBTYPES[:-1]   # the five subtypes drawn as pixels; `any` follows from them
@@ -413,7 +413,9 @@ def render(g:SimpleNamespace, head:dict, scan:dict, anat:dict, # geometry, patie
            masks:dict, # lesion masks per subtype; a cross-section that cannot show as blood is removed
            lesion_hu:np.ndarray, # density of each lesion pixel (0 where none), [S, H, W]
            edema:np.ndarray, # oedema around parenchymal bleeds, [S, H, W] bool
-           rng:np.random.Generator, noise:float=8., blur:float=0.6):
+           rng:np.random.Generator, noise:float=8., blur:float=0.6,
+           foci:tuple|None=None, # from `dense_foci`: share of the slab and density, mixed in before the blur
+          ):
     "Noise-free volume (densities only) and the imaged one (blurred, noisy, rounded) in HU; adds holder and FOV masks."
     S, n, sp, X, Y = g.S, g.n, g.sp, g.X, g.Y
     bg = np.full((S, n, n), -1000, np.float32)
@@ -422,6 +424,7 @@ def render(g:SimpleNamespace, head:dict, scan:dict, anat:dict, # geometry, patie
     hematoma = _paint_head(bg, g, head, rng)
     tex = _smooth_field(rng, (S, n, n), 3)
     _paint_brain(bg, head, anat, tex, edema)
+    if foci is not None: bg += foci[0]*(foci[1] - bg)
     clean, out = _settle_lesions(bg, tex, masks, lesion_hu, blur)
     out += rng.normal(0, noise*scan['noise_factor'], out.shape).astype(np.float32)
     out = np.round(out)
@@ -430,6 +433,38 @@ def render(g:SimpleNamespace, head:dict, scan:dict, anat:dict, # geometry, patie
     anat.update(scalp=g.scalp, scalp_hematoma=hematoma, headrest=np.broadcast_to(cradle | pad | table, (S, n, n)),
                 fov=np.broadcast_to(fov, (S, n, n)))
     return clean, out
+
+# %% ../nbs/01_synth.ipynb #1f0486bc
+def dense_foci(g:SimpleNamespace, anat:dict, # from `head_layers` and `brain_anatomy`
+               taken:np.ndarray, # lesion pixels `[S, H, W]`: foci keep 2 pixels and a slice away from them
+               rng:np.random.Generator, mean:float, # generator; mean number of foci per study (Poisson)
+              ) -> tuple:
+    "Foci across two slabs: the share of each pixel's slab they fill `[S, H, W]`, their density `[S, H, W]`, a record of each."
+    S, n, sp = g.S, g.n, g.sp
+    share, dens, recs = np.zeros((S, n, n), np.float32), np.zeros((S, n, n), np.float32), []
+    busy = ndimage.binary_dilation(taken, np.ones((3, 5, 5), bool))
+    bone = g.bone | anat['skull_base']
+    where = dict(calcification=(anat['brain'] | anat['ventricles']) & ~ndimage.binary_dilation(bone, np.ones((1, 5, 5), bool)),
+                 bone=g.intra & ~bone & ndimage.binary_dilation(bone, np.ones((1, 3, 3), bool)))
+    for _ in range(rng.poisson(mean)):
+        kind = 'calcification' if rng.random() < 0.6 else 'bone'
+        ok = where[kind] & ~busy
+        pairs = [(k, j) for k in range(S) for j in (k - 1, k + 1) if 0 <= j < S and (ok[k] & ok[j]).any()]
+        if not pairs: continue
+        k, j = pairs[rng.integers(len(pairs))]
+        yx = np.argwhere(ok[k] & ok[j])
+        (y0, x0), r = yx[rng.integers(len(yx))], rng.uniform(2, 4.5)/sp          # centre (pixels), radius (pixels)
+        a, e = rng.uniform(0, np.pi), rng.uniform(0.6, 1)
+        yy, xx = np.mgrid[:n, :n] - np.array([y0, x0])[:, None, None]
+        disc = ((xx*np.cos(a) + yy*np.sin(a))/r)**2 + ((yy*np.cos(a) - xx*np.sin(a))/(e*r))**2 < 1
+        hu = rng.uniform(300, 900) if kind == 'calcification' else rng.uniform(600, 1200)
+        edge_hu, f_core = rng.uniform(55, 85), rng.uniform(0.5, 1)                # the sliver reads as blood
+        for s, f in ((k, f_core), (j, (edge_hu - 30)/(hu - 30))):
+            m = disc & (where[kind][s] | (kind == 'bone') & g.intra[s] & ~bone[s]) & ~busy[s]
+            share[s][m], dens[s][m] = f, hu
+        recs.append(dict(kind=kind, core=int(k), edge=int(j), y=int(y0), x=int(x0), radius_mm=float(r*sp), hu=float(hu),
+                         edge_hu=float(edge_hu)))
+    return share, dens, recs
 
 # %% ../nbs/01_synth.ipynb #190c79d4
 SUBTYPE_WEIGHTS = dict(epidural=0.03, intraparenchymal=0.17, intraventricular=0.17, subarachnoid=0.28, subdural=0.35)
@@ -465,13 +500,14 @@ def _one_lesion_per_pixel(g, extra, inner, inner_hu, lesions, min_px):
         lesion_hu[m] = inner_hu[sub][m]
     return {s: masks[s] for s in LESIONS}, lesion_hu, taken
 
-def _study_anatomy(g, anat, clean):
-    "The compartment masks a study returns."
+def _study_anatomy(g, anat, clean, foci=None):
+    "The compartment masks a study returns (`mimics`: the pixels of `dense_foci`, none without)."
     return dict(skull=g.bone | anat['skull_base'], intracranial=g.intra, brain=anat['brain'], grey=anat['grey'] & anat['brain'],
                 ventricles=anat['ventricles'] | anat['third'] | anat['fourth'], sulci=anat['sulci'], fissure=anat['fissure'],
                 cisterns=anat['cisterns'], rim=anat['rim'], csf=anat['csf'], extra_axial=g.intra & (g.eb < 0),
                 calcification=anat['calcification'], dense=clean >= 150, scalp=anat['scalp'],
-                scalp_hematoma=anat['scalp_hematoma'], headrest=anat['headrest'], fov=anat['fov'])
+                scalp_hematoma=anat['scalp_hematoma'], headrest=anat['headrest'], fov=anat['fov'],
+                mimics=foci[0] > 0 if foci is not None else np.zeros_like(clean, bool))
 
 # %% ../nbs/01_synth.ipynb #e95381f1
 def synth_study(rng:np.random.Generator, # generator of this study: same state, same study
@@ -485,6 +521,7 @@ def synth_study(rng:np.random.Generator, # generator of this study: same state, 
                 head:dict|None=None, # the patient (from `random_head`); drawn from `rng` when None
                 bleeds:list|None=None, # force these subtypes (e.g. ['subdural']); drawn when None
                 min_area:float=12.0, # smallest cross-section drawn (and labelled), mm²
+                mimics:float=0., # mean number of dense foci that mimic a bleed on one slice (`dense_foci`); 0: none
                ) -> dict:
     "One synthetic head-CT series in HU, with lesion masks, compartment masks and slice labels."
     head = random_head(rng) if head is None else head
@@ -495,14 +532,14 @@ def synth_study(rng:np.random.Generator, # generator of this study: same state, 
     extra, T, lesions = extra_axial_bleeds(g, rng, bleeds, lesion_scale, contrast, min_px)
     anat = brain_anatomy(g, head, T)
     inner, inner_hu, edema, more = brain_bleeds(g, anat, rng, bleeds, lesion_scale, contrast, min_px)
-    lesions += more
-    masks, lesion_hu, taken = _one_lesion_per_pixel(g, extra, inner, inner_hu, lesions, min_px)
-    clean, hu = render(g, head, scan, anat, masks, lesion_hu, edema & ~taken, rng, noise, blur)
+    masks, lesion_hu, taken = _one_lesion_per_pixel(g, extra, inner, inner_hu, lesions := lesions + more, min_px)
+    foci = dense_foci(g, anat, taken, rng.spawn(1)[0], mimics) if mimics else None     # its own stream: the rest unchanged
+    clean, hu = render(g, head, scan, anat, masks, lesion_hu, edema & ~taken, rng, noise, blur, foci)
     labels = np.stack([masks[s].sum((1, 2)) >= min_px for s in LESIONS], 1)
     labels = np.concatenate([labels, labels.any(1, keepdims=True)], 1).astype(np.int64)
-    return dict(hu=hu, clean=clean, masks=masks, anatomy=_study_anatomy(g, anat, clean), labels=labels, spacing=scan['spacing'],
-                z=(scan['z0'] + np.arange(n_slices)*scan['dz']).astype(np.float64), dz=scan['dz'], h=scan['h'],
-                min_px=min_px, lesions=lesions, bleeds=bleeds, head=head, scan=scan)
+    return dict(hu=hu, clean=clean, masks=masks, anatomy=_study_anatomy(g, anat, clean, foci), labels=labels, spacing=scan['spacing'],
+                z=(scan['z0'] + np.arange(n_slices)*scan['dz']).astype(np.float64), dz=scan['dz'], h=scan['h'], min_px=min_px,
+                lesions=lesions, bleeds=bleeds, head=head, scan=scan, mimics=foci[2] if foci else [])
 
 # %% ../nbs/01_synth.ipynb #6c552270
 HEADER_VARIANTS = {    # name: (BitsStored, PixelRepresentation, RescaleIntercept, share of series)
@@ -580,12 +617,13 @@ def write_series(study:dict, # from `synth_study`
 # %% ../nbs/01_synth.ipynb #30231b78
 SYNTH_VERSION = 2                    # bump when the generator changes: cached samples are then rebuilt
 INFO_FILE = 'synth_info.json'
-SAMPLE_DEFAULTS = dict(n_studies=40, n_test_studies=10, slices=24, size=128, seed=42, lesion_scale=1.0, contrast=1.0, noise=8.0)
+SAMPLE_DEFAULTS = dict(n_studies=40, n_test_studies=10, slices=24, size=128, seed=42, lesion_scale=1.0, contrast=1.0, noise=8.0,
+                       mimics=0.0)
 
 class SynthError(ValueError):
     "Unusable parameters or output folder for a synthetic data set."
 
-def _check_params(n_studies, n_test_studies, slices, size, seed, lesion_scale, contrast, noise, **_):
+def _check_params(n_studies, n_test_studies, slices, size, seed, lesion_scale, contrast, noise, mimics=0., **_):
     if int(n_studies) < 1: raise SynthError(f"n_studies must be at least 1, got {n_studies}")
     if int(n_test_studies) < 0: raise SynthError(f"n_test_studies must be 0 or more, got {n_test_studies}")
     if int(slices) < 3: raise SynthError(f"slices must be at least 3 (a bleed spans 3 or more slices), got {slices}")
@@ -594,6 +632,7 @@ def _check_params(n_studies, n_test_studies, slices, size, seed, lesion_scale, c
     for name, v in (('lesion_scale', lesion_scale), ('contrast', contrast)):
         if not v > 0: raise SynthError(f"{name} must be positive, got {v}")
     if not noise >= 0: raise SynthError(f"noise must be 0 or more (HU), got {noise}")
+    if not 0 <= mimics <= 50: raise SynthError(f"mimics must be between 0 and 50 (foci per study), got {mimics}")
 
 def read_synth_info(path) -> dict|None:
     "The `synth_info.json` of a synthetic sample folder, or None when `path` is not one."
@@ -644,14 +683,14 @@ def plan_dataset(n_studies:int, n_test_studies:int, slices:int, seed:int) -> lis
     return specs
 
 # %% ../nbs/01_synth.ipynb #772d8ca7
-def _make_study(spec:dict, out:Path, slices:int, size:int, lesion_scale:float, contrast:float, noise:float) -> dict:
+def _make_study(spec:dict, out:Path, slices:int, size:int, lesion_scale:float, contrast:float, noise:float, mimics:float=0.) -> dict:
     "Generate study `spec['index']` and write its DICOM files; return its image IDs and labels."
     seed, i = spec['seed'], spec['index']
     head = random_head(np.random.default_rng([seed, 1_000_000 + spec['patient']]))   # shared by a patient's studies
     rng = np.random.default_rng([seed, i])
     bleeds = None if spec['include'] is None else sorted(set(_choose_bleeds(rng, 1.0)) | {spec['include']}, key=LESIONS.index)
     st = synth_study(rng, n_slices=slices, size=size, lesion_scale=lesion_scale, contrast=contrast, noise=noise,
-                     head=head, bleeds=bleeds)
+                     head=head, bleeds=bleeds, mimics=mimics)
     write_series(st, out/f"stage_2_{spec['split']}", spec['header'], spec['ids'])
     return dict(index=i, split=spec['split'], images=spec['ids']['image'], labels=st['labels'].tolist(), bleeds=st['bleeds'])
 
@@ -686,6 +725,10 @@ def _publish(tmp:Path, out:Path, keep_same:str|None=None):
     old = out.with_name(f'.{out.name}.old-{uuid.uuid4().hex[:8]}')
     os.rename(out, old); os.rename(tmp, out); shutil.rmtree(old, ignore_errors=True)
 
+def _without_zero_mimics(params:dict) -> dict:
+    "`params` without `mimics` when it is 0: a sample without mimics keeps the key and the record it had before they existed."
+    return {k: v for k, v in params.items() if k != 'mimics' or v}
+
 def _params_key(params:dict) -> str:
     blob = json.dumps(dict(params, synth_version=SYNTH_VERSION, package=ich_nbdev.__version__), sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
@@ -693,6 +736,7 @@ def _params_key(params:dict) -> str:
 # %% ../nbs/01_synth.ipynb #656226d7
 def _write_dataset(out, params:dict, n_workers=None, progress=True, keep_same=False) -> Path:
     _check_params(**params)
+    params = _without_zero_mimics(params)
     out = Path(out).expanduser().absolute()
     _check_out(out)
     key, t0 = _params_key(params), time.time()
@@ -702,7 +746,7 @@ def _write_dataset(out, params:dict, n_workers=None, progress=True, keep_same=Fa
         for d in ('stage_2_train', 'stage_2_test'): (tmp/d).mkdir(parents=True)
         specs = plan_dataset(params['n_studies'], params['n_test_studies'], params['slices'], params['seed'])
         n_workers = min(os.cpu_count() or 1, len(specs)) if n_workers is None else n_workers
-        kw = {k: params[k] for k in ('slices', 'size', 'lesion_scale', 'contrast', 'noise')}
+        kw = dict({k: params[k] for k in ('slices', 'size', 'lesion_scale', 'contrast', 'noise')}, mimics=params.get('mimics', 0.))
         results = sorted(parallel(_make_study, specs, out=tmp, **kw, n_workers=n_workers, progress=progress), key=lambda r: r['index'])
         train = _write_tables(tmp, results, params['seed'])
         info = dict(generator='ich_nbdev.synth', synth_version=SYNTH_VERSION, package_version=ich_nbdev.__version__,
@@ -723,13 +767,13 @@ def write_synthetic_rsna(out_dir, # folder to write: new, empty, or a previous s
                          slices:int=24, # slices per study (at least 3)
                          size:int=128, # image rows and columns (64-1024)
                          seed:int=42, # same seed, same files
-                         lesion_scale:float=1.0, contrast:float=1.0, noise:float=8.0, # see `synth_study`
+                         lesion_scale:float=1.0, contrast:float=1.0, noise:float=8.0, mimics:float=0., # see `synth_study`
                          n_workers:int|None=None, # worker processes (default: one per core; 0: no parallelism)
                          progress:bool=True, # show a progress bar
                         ) -> Path:
     "Write a synthetic head-CT data set in the RSNA Kaggle layout (DICOM files and label CSVs); return its folder."
     params = dict(n_studies=int(n_studies), n_test_studies=int(n_test_studies), slices=int(slices), size=int(size),
-                  seed=int(seed), lesion_scale=float(lesion_scale), contrast=float(contrast), noise=float(noise))
+                  seed=int(seed), lesion_scale=float(lesion_scale), contrast=float(contrast), noise=float(noise), mimics=float(mimics))
     return _write_dataset(out_dir, params, n_workers, progress)
 
 # %% ../nbs/01_synth.ipynb #79adfca9
@@ -740,7 +784,7 @@ def synth_sample(path=None, # folder for the sample; default: a cache folder nam
     "The synthetic sample for these parameters: generated once (atomically), then reused."
     unknown = set(kwargs) - set(SAMPLE_DEFAULTS)
     if unknown: raise TypeError(f"synth_sample got unknown parameter(s) {sorted(unknown)}; known: {list(SAMPLE_DEFAULTS)}")
-    params = {k: type(v)(kwargs.get(k, v)) for k, v in SAMPLE_DEFAULTS.items()}
+    params = _without_zero_mimics({k: type(v)(kwargs.get(k, v)) for k, v in SAMPLE_DEFAULTS.items()})
     key = _params_key(params)
     if path is None:
         path = cache_root()/f'synth-{ich_nbdev.__version__}-{key}'
@@ -764,7 +808,7 @@ def synth_summary(path) -> str:
             f"Generated in {i['seconds']:.1f} s.")
 
 # %% ../nbs/01_synth.ipynb #ef61eaef
-def _check_synth_args(n_studies, n_test_studies, slices, size, seed, lesion_scale, contrast, noise, n_workers):
+def _check_synth_args(n_studies, n_test_studies, slices, size, seed, lesion_scale, contrast, noise, n_workers, mimics=0.):
     "`UsageError` for the first command-line argument out of range."
     check_arg('--n-studies', n_studies, lo=1, hint='the number of training studies to write')
     check_arg('--n-test-studies', n_test_studies, lo=0)
@@ -774,6 +818,7 @@ def _check_synth_args(n_studies, n_test_studies, slices, size, seed, lesion_scal
     for name, v in (('--lesion-scale', lesion_scale), ('--contrast', contrast)):
         if not v > 0: raise UsageError(f"{name} must be positive, not {v!r}; 1 is the default")
     check_arg('--noise', noise, lo=0, hint='the image noise in HU, e.g. 8')
+    check_arg('--mimics', mimics, lo=0, hi=50, hint='dense foci per study that mimic a bleed on one slice, e.g. 3')
     if n_workers is not None: check_arg('--n-workers', n_workers, lo=0, hint='0 works in this process; leave it out for one per core')
 
 # %% ../nbs/01_synth.ipynb #ec02c383
@@ -787,18 +832,19 @@ def ich_synth(out_dir:str, # folder to write: new, empty, or a previous syntheti
               lesion_scale:float=1.0, # size of the bleeds
               contrast:float=1.0, # how far above brain the blood sits
               noise:float=8.0, # image noise, HU
+              mimics:float=0., # dense foci per study that mimic a bleed on one slice (calcifications, bone spurs)
               n_workers:int=None, # worker processes (default: one per core; 0: in this process)
               quiet:bool=False, # no progress
               also:str=None, # also write the training studies as nifti, png, ot (secondary captures in HU), clinical (study folders, DICOMDIR): comma-separated, into OUT_DIR/<form>/
              ):
     "Write a synthetic head-CT data set in the RSNA Kaggle layout and summarise it."
     with cli_errors('ich-synth'):
-        _check_synth_args(n_studies, n_test_studies, slices, size, seed, lesion_scale, contrast, noise, n_workers)
+        _check_synth_args(n_studies, n_test_studies, slices, size, seed, lesion_scale, contrast, noise, n_workers, mimics)
         from ich_nbdev.sources import check_forms, write_forms      # chapter 15; imported here, as it builds on this module
         forms = check_forms(also)
         out, t0, bars = Path(out_dir).expanduser(), time.time(), not quiet and show_progress()
         write_synthetic_rsna(out, n_studies=n_studies, n_test_studies=n_test_studies, slices=slices, size=size,
-                             seed=seed, lesion_scale=lesion_scale, contrast=contrast, noise=noise,
+                             seed=seed, lesion_scale=lesion_scale, contrast=contrast, noise=noise, mimics=mimics,
                              n_workers=n_workers, progress=bars)
         if not quiet and not bars: print(f"studies: {n_studies + n_test_studies} written in {time.time() - t0:.1f} s")
         print(synth_summary(out))

@@ -86,6 +86,8 @@ SYNTH_BAD = [
     (['--lesion-scale', '0'], 'ich-synth: --lesion-scale must be positive, not 0.0'),
     (['--contrast', 'nan'], 'ich-synth: --contrast must be positive, not nan'),
     (['--n-workers', '-3'], 'ich-synth: --n-workers must be at least 0, not -3'),
+    (['--mimics', '-1'], 'ich-synth: --mimics must be between 0 and 50, not -1.0; dense foci per study'),
+    (['--mimics', '60'], 'ich-synth: --mimics must be between 0 and 50, not 60.0; dense foci per study'),
 ]
 
 @pytest.mark.parametrize('args,message', SYNTH_BAD, ids=[' '.join(a) for a, _ in SYNTH_BAD])
@@ -93,6 +95,17 @@ def test_synth_bad_arguments(tmp_path, args, message):
     r = tool('ich-synth', 'out', *args, cwd=tmp_path)
     assert one_line_error(r, 'ich-synth').startswith(message)
     assert not (tmp_path/'out').exists()
+
+def test_synth_mimics_recorded(tmp_path):
+    r = tool('ich-synth', 'data', '--n-studies', '2', '--n-test-studies', '0', '--slices', '4', '--mimics', '3', '--quiet',
+             '--n-workers', '0', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path/'data'/'synth_info.json').read_text())
+    assert info['params']['mimics'] == 3.0
+    r = tool('ich-synth', 'plain', '--n-studies', '2', '--n-test-studies', '0', '--slices', '4', '--quiet', '--n-workers', '0', cwd=tmp_path)
+    assert 'mimics' not in json.loads((tmp_path/'plain'/'synth_info.json').read_text())['params']   # none: not recorded
+    from ich_nbdev.synth import write_synthetic_rsna, SynthError
+    with pytest.raises(SynthError, match='mimics must be between 0 and 50'): write_synthetic_rsna(tmp_path/'x', mimics=-2)
 
 def test_synth_unusable_outputs(tmp_path):
     (tmp_path/'a-file').write_text('x')
