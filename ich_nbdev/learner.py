@@ -34,9 +34,9 @@ import timm
 __all__ = ['LOSSES', 'OPTIMIZERS', 'HEADS', 'ARCH', 'LR', 'FROM_SCRATCH', 'FINE_TUNE', 'COURSE_MODELS', 'synth_cache',
            'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'open_train_cache',
            'check_folds', 'cache_dls', 'loader_speed', 'WeightedBCE', 'ich_loss', 'ich_metrics', 'start_settings',
-           'check_arch', 'set_prior_bias', 'zero_init_residual', 'ich_learner', 'EpochLines', 'training_progress',
-           'predict_rows', 'predict_images', 'training_provenance', 'record_provenance', 'check_train_args',
-           'train_model', 'ich_train', 'cached_model', 'course_cache', 'course_model']
+           'check_arch', 'set_prior_bias', 'zero_init_residual', 'centre_context_init', 'ich_learner', 'EpochLines',
+           'training_progress', 'predict_rows', 'predict_images', 'training_provenance', 'record_provenance',
+           'check_train_args', 'train_model', 'ich_train', 'cached_model', 'course_cache', 'course_model']
 
 # %% ../nbs/08_learner.ipynb #f4ea154d
 from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, UsageError, atomic_write,
@@ -356,6 +356,26 @@ def zero_init_residual(model:nn.Module,
     if not n and strict: raise LearnerSetupError("zero_init: the model has no residual blocks to start as the identity")
     return n
 
+# %% ../nbs/08_learner.ipynb #6c9fbe47
+def _context_inputs(dls) -> tuple:
+    "Slices of context K and input channels K × C of `dls` (1 and 3 without the cache's settings)."
+    if not hasattr(dls, 'ich'): return 1, 3
+    return dls.ich.get('context', 1), len(dls.ich['channels']) * dls.ich.get('context', 1)
+
+def centre_context_init(model:nn.Module, # a backbone whose first convolution takes k × c channels, slice-major
+                        k:int, c:int, # slices of context; channels per slice
+                       ) -> bool:
+    "Zero the first convolution's weights on the neighbouring slices' channels: the model starts as one slice. False when k is 1."
+    if k <= 1: return False
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None or conv.in_channels != k*c or conv.groups != 1:
+        raise LearnerSetupError(f"context {k}: the first convolution does not take {k} × {c} channels")
+    with torch.no_grad():
+        w = conv.weight.view(conv.out_channels, k, c, *conv.weight.shape[2:])
+        for s in range(k):
+            if s != k//2: w[:, s] = 0
+    return True
+
 # %% ../nbs/08_learner.ipynb #718f3c2a
 def _check_learner_setup(arch, opt, head, zero_init, pretrained):
     "Refuse an unknown architecture, optimiser or head, and `zero_init` with pretrained weights."
@@ -418,16 +438,17 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
     _check_learner_setup(arch, opt, head, zero_init, pretrained)
     start = start_settings(pretrained, prior_bias, zero_init, wd)
     if start['wd'] < 0: raise LearnerSetupError(f"wd must be at least 0, not {start['wd']}")
-    n_in = len(dls.ich['channels']) * dls.ich.get('context', 1) if hasattr(dls, 'ich') else 3   # K slices × C windows
+    k, n_in = _context_inputs(dls)                                    # K slices, K × C input channels
     pretrained, model_kw = _backbone_kw(pretrained, drop_path)
     learn = _vision_learner(dls, arch, pretrained, model_kw, n_in, loss, opt, head, start['wd'], path, kwargs)
     n_zero = zero_init_residual(learn.model, strict=zero_init is not None) if start['zero_init'] else 0
+    centre = not pretrained and centre_context_init(learn.model, k, n_in // k)   # from scratch: K slices start as one
     if start['prior_bias']: set_prior_bias(learn)
-    if learn.opt is not None:       # vision_learner froze a pretrained body, which built an optimiser of the replaced layer
-        learn.opt = None; learn.freeze()
+    if learn.opt is not None: learn.opt = None; learn.freeze()   # vision_learner froze a pretrained body: a fresh optimiser
     _memory_format(learn, dls, channels_last)
     learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, opt=opt, head=head, pretrained=bool(pretrained), n_in=n_in,
-                     prior_bias=start['prior_bias'], zero_init=bool(n_zero), wd=start['wd'], drop_path=drop_path)
+                     prior_bias=start['prior_bias'], zero_init=bool(n_zero), wd=start['wd'], drop_path=drop_path,
+                     **({'context_init': 'centre' if centre else 'spread'} if k > 1 else {}))
     return learn
 
 # %% ../nbs/08_learner.ipynb #72b3f73c
@@ -739,6 +760,15 @@ def ich_train(cache_dir:str, # a cache from ich-prepare with a labelled train sp
           f"weighted log loss {r['weighted_log_loss']:.4f} (prior-only {r['prior_log_loss']:.4f}), "
           f"AUC(any) {'n/a' if r['auc_any'] is None else format(r['auc_any'], '.3f')}; outputs in {out}")
 
+# %% ../nbs/08_learner.ipynb #07c514b6
+def _key_settings(arguments:dict) -> dict:
+    "The settings of `train_model` that name a cached model, with the starting values they imply."
+    settings = {k: v for k, v in arguments.items() if k not in ('cache_dir', 'out', 'progress')}
+    if settings.get('context') == 1: del settings['context']      # single slices: the same key as before `context` existed
+    elif not settings['pretrained']: settings['context_init'] = 'centre'   # K slices from scratch (`centre_context_init`)
+    settings.update(start_settings(settings['pretrained'], settings['prior_bias'], settings['zero_init'], settings['wd']))
+    return settings
+
 # %% ../nbs/08_learner.ipynb #14bd6443
 def cached_model(name:str, # the model folder's name before its hash, e.g. 'mobilenetv2_100-course'
                  cache_dir, # the training cache
@@ -750,13 +780,11 @@ def cached_model(name:str, # the model folder's name before its hash, e.g. 'mobi
     if not name or Path(name).name != name or name.startswith('.'):
         raise LearnerSetupError(f"cached_model: name {name!r} must be a plain folder name (no '/', not starting with '.')")
     sig = inspect.signature(train_model)
-    unknown = sorted(set(train_kwargs) - set(sig.parameters) | set(train_kwargs) & {'cache_dir', 'out', 'progress'})
-    if unknown: raise LearnerSetupError(f"cached_model: {', '.join(unknown)} not a setting of train_model")
+    if unknown := sorted(set(train_kwargs) - set(sig.parameters) | set(train_kwargs) & {'cache_dir', 'out', 'progress'}):
+        raise LearnerSetupError(f"cached_model: {', '.join(unknown)} not a setting of train_model")
     cache_dir, info, _ = open_train_cache(cache_dir)
     bound = sig.bind(cache_dir, None, **train_kwargs); bound.apply_defaults()
-    settings = {k: v for k, v in bound.arguments.items() if k not in ('cache_dir', 'out', 'progress')}
-    if settings.get('context') == 1: del settings['context']      # single slices: the same key as before `context` existed
-    settings.update(start_settings(settings['pretrained'], settings['prior_bias'], settings['zero_init'], settings['wd']))
+    settings = _key_settings(bound.arguments)
     ident = dict(name=name, settings=settings, cache=str(cache_dir.resolve()), cache_settings=info, version=ich_nbdev.__version__)
     key = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
     out = cache_root()/'models'/f'{name}-{key}'
