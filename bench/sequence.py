@@ -12,7 +12,7 @@ the synthetic sample's three windows at --size px, and a `SeqNet` of --kind over
 Each figure is the median of --warm runs after one warm-up run. On a GPU every run ends with a synchronisation.
 
     python bench/sequence.py --compare [--seeds 42,0,1] [--studies 200] [--slices 12] [--epochs 12] [--train-size 64] [--bs 16] [--lr 3e-3]
-                             [--seq-epochs 15] [--mimics 4]
+                             [--seq-epochs 15] [--mimics 4] [--threads N]
 
 The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache) with
 --mimics dense foci per study that look like a bleed on one slice (`dense_foci`: only the neighbouring slice tells), for
@@ -21,7 +21,8 @@ each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--co
 prior bias, zero-init), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
 embeddings (holdout, the default: trained on the base model's validation series and measured by cross-validation over
 their patients; noise; none); the weighted log loss and AUC(any) on the validation fold (held-out patients), and the
-seconds each stage took. One line per run, then a table.
+seconds each stage took. One line per run, then a table. --threads fixes torch's CPU threads (the figures of one seed
+differ a little with their number).
 """
 import argparse, os, statistics, sys, time, warnings
 from pathlib import Path
@@ -93,6 +94,8 @@ def compare(a):
     except ValueError: fail(f"seeds must be whole numbers separated by commas, not {a.seeds!r}")
     if a.slices < 3 or a.studies < 10: fail("compare needs at least 10 studies of 3 slices (--slices is also the study size here)")
     if not 0 <= a.mimics <= 50: fail(f"mimics must be between 0 and 50 foci per study, not {a.mimics}")
+    if a.threads is not None and a.threads < 1: fail(f"threads must be at least 1, not {a.threads}")
+    if a.threads: import torch; torch.set_num_threads(a.threads)
     out = Path(a.out or tempfile.mkdtemp(prefix='seq-compare-'))
     data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42, mimics=a.mimics)
     cache = synth_cache(size=64, data_dir=data)

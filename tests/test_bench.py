@@ -75,6 +75,15 @@ def test_forms_bad_settings(args, message):
     r = run(sys.executable, 'bench/forms.py', *args)
     assert r.returncode != 0 and message in r.stderr, r.stderr
 
+@pytest.mark.parametrize('args,message', [
+    (['--compare', '--mimics', '99'], 'bench/sequence.py: mimics must be between 0 and 50 foci per study, not 99.0'),
+    (['--compare', '--threads', '0'], 'bench/sequence.py: threads must be at least 1, not 0'),
+    (['--compare', '--seeds', 'a,b'], "bench/sequence.py: seeds must be whole numbers separated by commas, not 'a,b'"),
+])
+def test_sequence_compare_bad_settings(args, message):
+    r = run(sys.executable, 'bench/sequence.py', *args)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
 def test_forms_real_boxes(tmp_path, synth_dir):
     "--real compares each DICOM slice's head box with its brain-window picture's; a file that is not DICOM is skipped, said."
     for f in sorted((synth_dir/'stage_2_train').glob('*.dcm'))[:6]: (tmp_path/f.name).write_bytes(f.read_bytes())
