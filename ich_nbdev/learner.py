@@ -34,9 +34,10 @@ import timm
 __all__ = ['LOSSES', 'OPTIMIZERS', 'HEADS', 'ARCH', 'LR', 'FROM_SCRATCH', 'FINE_TUNE', 'COURSE_MODELS', 'synth_cache',
            'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'open_train_cache',
            'check_folds', 'cache_dls', 'loader_speed', 'WeightedBCE', 'ich_loss', 'ich_metrics', 'start_settings',
-           'check_arch', 'set_prior_bias', 'zero_init_residual', 'centre_context_init', 'ich_learner', 'EpochLines',
-           'training_progress', 'predict_rows', 'predict_images', 'training_provenance', 'record_provenance',
-           'check_train_args', 'train_model', 'ich_train', 'cached_model', 'course_cache', 'course_model']
+           'check_arch', 'set_prior_bias', 'zero_init_residual', 'context_start', 'centre_context_init', 'ich_learner',
+           'EpochLines', 'training_progress', 'predict_rows', 'predict_images', 'training_provenance',
+           'record_provenance', 'check_train_args', 'train_model', 'ich_train', 'cached_model', 'course_cache',
+           'course_model']
 
 # %% ../nbs/08_learner.ipynb #f4ea154d
 from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, UsageError, atomic_write,
@@ -357,6 +358,10 @@ def zero_init_residual(model:nn.Module,
     return n
 
 # %% ../nbs/08_learner.ipynb #6c9fbe47
+def context_start(pretrained, k:int) -> str|None:
+    "How a model of k slices starts: 'centre' from scratch (`centre_context_init`), 'spread' with pretrained weights, None for one slice."
+    return None if k <= 1 else 'spread' if pretrained else 'centre'
+
 def _context_inputs(dls) -> tuple:
     "Slices of context K and input channels K × C of `dls` (1 and 3 without the cache's settings)."
     if not hasattr(dls, 'ich'): return 1, 3
@@ -442,13 +447,13 @@ def ich_learner(dls:DataLoaders, # from `cache_dls`
     pretrained, model_kw = _backbone_kw(pretrained, drop_path)
     learn = _vision_learner(dls, arch, pretrained, model_kw, n_in, loss, opt, head, start['wd'], path, kwargs)
     n_zero = zero_init_residual(learn.model, strict=zero_init is not None) if start['zero_init'] else 0
-    centre = not pretrained and centre_context_init(learn.model, k, n_in // k)   # from scratch: K slices start as one
+    if (ctx := context_start(pretrained, k)) == 'centre': centre_context_init(learn.model, k, n_in // k)
     if start['prior_bias']: set_prior_bias(learn)
     if learn.opt is not None: learn.opt = None; learn.freeze()   # vision_learner froze a pretrained body: a fresh optimiser
     _memory_format(learn, dls, channels_last)
     learn.ich = dict(getattr(dls, 'ich', {}), arch=arch, loss=loss, opt=opt, head=head, pretrained=bool(pretrained), n_in=n_in,
                      prior_bias=start['prior_bias'], zero_init=bool(n_zero), wd=start['wd'], drop_path=drop_path,
-                     **({'context_init': 'centre' if centre else 'spread'} if k > 1 else {}))
+                     **({'context_init': ctx} if ctx else {}))
     return learn
 
 # %% ../nbs/08_learner.ipynb #72b3f73c
@@ -765,7 +770,7 @@ def _key_settings(arguments:dict) -> dict:
     "The settings of `train_model` that name a cached model, with the starting values they imply."
     settings = {k: v for k, v in arguments.items() if k not in ('cache_dir', 'out', 'progress')}
     if settings.get('context') == 1: del settings['context']      # single slices: the same key as before `context` existed
-    elif not settings['pretrained']: settings['context_init'] = 'centre'   # K slices from scratch (`centre_context_init`)
+    elif context_start(settings['pretrained'], settings.get('context', 1)) == 'centre': settings['context_init'] = 'centre'
     settings.update(start_settings(settings['pretrained'], settings['prior_bias'], settings['zero_init'], settings['wd']))
     return settings
 

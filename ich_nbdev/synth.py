@@ -444,8 +444,9 @@ def dense_foci(g:SimpleNamespace, anat:dict, # from `head_layers` and `brain_ana
     share, dens, recs = np.zeros((S, n, n), np.float32), np.zeros((S, n, n), np.float32), []
     busy = ndimage.binary_dilation(taken, np.ones((3, 5, 5), bool))
     bone = g.bone | anat['skull_base']
-    where = dict(calcification=(anat['brain'] | anat['ventricles']) & ~ndimage.binary_dilation(bone, np.ones((1, 5, 5), bool)),
-                 bone=g.intra & ~bone & ndimage.binary_dilation(bone, np.ones((1, 3, 3), bool)))
+    calc = (anat['brain'] | anat['ventricles']) & ~ndimage.binary_dilation(bone, np.ones((1, 5, 5), bool))
+    paint = dict(calcification=calc, bone=g.intra & ~bone)                      # where a focus may lie ...
+    where = dict(calcification=calc, bone=paint['bone'] & ndimage.binary_dilation(bone, np.ones((1, 3, 3), bool)))   # ... centred
     for _ in range(rng.poisson(mean)):
         kind = 'calcification' if rng.random() < 0.6 else 'bone'
         ok = where[kind] & ~busy
@@ -453,14 +454,13 @@ def dense_foci(g:SimpleNamespace, anat:dict, # from `head_layers` and `brain_ana
         if not pairs: continue
         k, j = pairs[rng.integers(len(pairs))]
         yx = np.argwhere(ok[k] & ok[j])
-        (y0, x0), r = yx[rng.integers(len(yx))], rng.uniform(2, 4.5)/sp          # centre (pixels), radius (pixels)
-        a, e = rng.uniform(0, np.pi), rng.uniform(0.6, 1)
+        (y0, x0), r, a, e = yx[rng.integers(len(yx))], rng.uniform(2, 4.5)/sp, rng.uniform(0, np.pi), rng.uniform(0.6, 1)   # centre, radius (px), angle, aspect
         yy, xx = np.mgrid[:n, :n] - np.array([y0, x0])[:, None, None]
         disc = ((xx*np.cos(a) + yy*np.sin(a))/r)**2 + ((yy*np.cos(a) - xx*np.sin(a))/(e*r))**2 < 1
         hu = rng.uniform(300, 900) if kind == 'calcification' else rng.uniform(600, 1200)
         edge_hu, f_core = rng.uniform(55, 85), rng.uniform(0.5, 1)                # the sliver reads as blood
         for s, f in ((k, f_core), (j, (edge_hu - 30)/(hu - 30))):
-            m = disc & (where[kind][s] | (kind == 'bone') & g.intra[s] & ~bone[s]) & ~busy[s]
+            m = disc & paint[kind][s] & ~busy[s]
             share[s][m], dens[s][m] = f, hu
         recs.append(dict(kind=kind, core=int(k), edge=int(j), y=int(y0), x=int(x0), radius_mm=float(r*sp), hu=float(hu),
                          edge_hu=float(edge_hu)))
