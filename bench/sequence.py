@@ -12,16 +12,21 @@ the synthetic sample's three windows at --size px, and a `SeqNet` of --kind over
 Each figure is the median of --warm runs after one warm-up run. On a GPU every run ends with a synchronisation.
 
     python bench/sequence.py --compare [--seeds 42,0,1] [--studies 200] [--slices 12] [--epochs 12] [--train-size 64] [--bs 16] [--lr 3e-3]
-                             [--seq-epochs 15] [--mimics 4] [--threads N]
+                             [--seq-epochs 15] [--mimics 4] [--eval-studies 400] [--threads N]
 
 The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache) with
 --mimics dense foci per study that look like a bleed on one slice (`dense_foci`: only the neighbouring slice tells), for
 each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained at
 --train-size px with the same recipe and epochs (by default ich-demo's: 12 epochs, batch 16, lr 3e-3, weight decay 0.05,
 prior bias, zero-init), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
-embeddings (holdout, the default: trained on the base model's validation series and measured by cross-validation over
-their patients; noise; none); the weighted log loss and AUC(any) on the validation fold (held-out patients), and the
-seconds each stage took. One line per run, then a table. --threads fixes torch's CPU threads (the figures of one seed
+embeddings (calibrate, the default: trained on the training folds, then scaled and shifted per class on the base
+model's validation series, measured cross-fitted over their patients; holdout: trained on those series and measured by
+cross-validation over their patients; noise; none); the weighted log loss and AUC(any) on the validation fold (held-out patients), and the
+seconds each stage took. Every model is then also measured on --eval-studies further studies of new patients (a second
+synthetic sample, generator seed 43, the same settings; none of its patients is in the first): the validation fold holds
+only about 40 series, on which one seed's figures move by about ±10% with the few series that happen to be in it, while
+the new patients' 4,800 slices (by default) narrow that to a few percent; `eval_wll` and `vs_single` are measured there
+(0 turns it off; then `vs_single` compares validation figures). One line per run, then a table. --threads fixes torch's CPU threads (the figures of one seed
 differ a little with their number).
 """
 import argparse, os, statistics, sys, time, warnings
@@ -40,7 +45,7 @@ def main():
     ap.add_argument('--seq-epochs', type=int, default=15); ap.add_argument('--out', default=None)
     ap.add_argument('--train-size', type=int, default=64)
     ap.add_argument('--bs', type=int, default=16); ap.add_argument('--lr', type=float, default=3e-3)
-    ap.add_argument('--mimics', type=float, default=4.0)
+    ap.add_argument('--mimics', type=float, default=4.0); ap.add_argument('--eval-studies', type=int, default=400)
     a = ap.parse_args()
     if a.compare: return compare(a)
     if a.size < 32: fail(f"size must be at least 32, not {a.size}")
@@ -95,10 +100,12 @@ def compare(a):
     if a.slices < 3 or a.studies < 10: fail("compare needs at least 10 studies of 3 slices (--slices is also the study size here)")
     if not 0 <= a.mimics <= 50: fail(f"mimics must be between 0 and 50 foci per study, not {a.mimics}")
     if a.threads is not None and a.threads < 1: fail(f"threads must be at least 1, not {a.threads}")
+    if a.eval_studies != 0 and a.eval_studies < 10: fail(f"eval-studies must be 0 (off) or at least 10, not {a.eval_studies}")
     if a.threads: import torch; torch.set_num_threads(a.threads)
     out = Path(a.out or tempfile.mkdtemp(prefix='seq-compare-'))
     data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42, mimics=a.mimics)
     cache = synth_cache(size=64, data_dir=data)
+    measure = held_out(a, cache) if a.eval_studies else (lambda path: {})
     rows = []
     for seed in seeds:
         recipe = dict(arch='resnet10t', epochs=a.epochs, bs=a.bs, lr=a.lr, size=a.train_size, seed=seed)   # ich-demo's recipe by default
@@ -109,20 +116,43 @@ def compare(a):
             (out/f'k{k}-s{seed}').mkdir(parents=True, exist_ok=True)
             if not (out/f'k{k}-s{seed}'/'model.pkl').exists(): (out/f'k{k}-s{seed}'/'model.pkl').symlink_to(m)
             rows.append(dict(seed=seed, model=name, wll=r['weighted_log_loss'], auc_any=r['auc_any'], seconds=r['train_seconds'],
-                             train_slices=r['train_slices'], valid_slices=r['valid_slices']))
+                             train_slices=r['train_slices'], valid_slices=r['valid_slices'], **measure(m)))
             print(rows[-1], flush=True)
-        for remedy in ('holdout', 'noise', 'none'):
+        for remedy in ('calibrate', 'holdout', 'noise', 'none'):
             r = train_seq(out/f'k{a.context}-s{seed}'/'model.pkl', cache, out/f'seq-{remedy}-s{seed}', kind=a.kind, hidden=a.hidden,
                           epochs=a.seq_epochs, remedy=remedy, seed=seed, progress=False)
             rows.append(dict(seed=seed, model=f'2.5D + sequence ({a.kind}, remedy {remedy})', wll=r['weighted_log_loss'],
                              auc_any=r['auc_any'], seconds=r['train_seconds'] + r['embed_seconds'],
-                             train_slices=r['train_slices'], valid_slices=r['valid_slices']))
+                             train_slices=r['train_slices'], valid_slices=r['valid_slices'],
+                             **measure(out/f'seq-{remedy}-s{seed}'/'model.pkl')))
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    single = df[df.model == 'single slice'].set_index('seed').wll
-    df['vs_single'] = df.wll / df.seed.map(single) - 1
-    pd.set_option('display.width', 200)
+    col = 'eval_wll' if a.eval_studies else 'wll'
+    single = df[df.model == 'single slice'].set_index('seed')[col]
+    df['vs_single'] = df[col] / df.seed.map(single) - 1
+    pd.set_option('display.width', 250)
     print(df.round(4).to_string(index=False))
-    print(df.groupby('model', sort=False)[['wll', 'auc_any', 'vs_single', 'seconds']].mean().round(4).to_string())
+    cols = ['wll', 'auc_any'] + (['eval_wll', 'eval_auc_any'] if a.eval_studies else []) + ['vs_single', 'seconds']
+    print(df.groupby('model', sort=False)[cols].mean().round(4).to_string())
+
+def held_out(a, cache):
+    "`measure(model_path)`: the weighted log loss and AUC(any) of a model on --eval-studies studies of new patients."
+    from ich_nbdev.synth import synth_sample
+    from ich_nbdev.learner import synth_cache
+    from ich_nbdev.preprocess import open_cache
+    from ich_nbdev.inference import predict_cache
+    from ich_nbdev.metrics import metrics_summary
+    from ich_nbdev.core import SUBTYPES
+    ev = synth_cache(size=64, data_dir=synth_sample(n_studies=a.eval_studies, n_test_studies=1, slices=a.slices, seed=43,
+                                                    mimics=a.mimics))
+    idx, seen = open_cache(ev, 'train')[1], set(open_cache(cache, 'train')[1]['patient_id'])
+    if seen & set(idx['patient_id']): fail("the held-out sample shares patients with the training sample")   # ids drawn apart
+    labels = idx.set_index('image_id')[SUBTYPES]
+    print(f"held-out patients: {idx['patient_id'].nunique()} in {idx['study_id'].nunique()} studies, {len(idx)} slices", flush=True)
+    def measure(path):
+        preds = predict_cache(path, ev, split='train')[0]
+        m = metrics_summary(labels.loc[preds['image_id']].to_numpy(), preds[SUBTYPES].to_numpy())
+        return dict(eval_wll=m['weighted_log_loss'], eval_auc_any=m['auc_any'])
+    return measure
 
 if __name__ == '__main__': main()

@@ -32,7 +32,7 @@ from .inference import load_model, slice_outputs, IchModel, ModelError, _cache_c
 
 # %% auto #0
 __all__ = ['SEQ_KINDS', 'REMEDIES', 'SeqNet', 'pad_series', 'series_features', 'SeriesRows', 'SeriesDL', 'MaskedBCE',
-           'SeqSetupError', 'train_seq', 'plot_series_any', 'ich_train_seq']
+           'SeqSetupError', 'fit_platt', 'train_seq', 'plot_series_any', 'ich_train_seq']
 
 # %% ../nbs/14_sequence.ipynb #8b1ad22e
 SEQ_KINDS = ('gru', 'lstm', 'conv')
@@ -58,6 +58,8 @@ class SeqNet(nn.Module):
             self.rnn = (nn.GRU if kind == 'gru' else nn.LSTM)(hidden, hidden, layers, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2*hidden, self.n_out)
         nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)   # starts as the slice model
+        self.register_buffer('cal_scale', torch.ones(self.n_out))      # per class `scale * logit + shift`: set after training
+        self.register_buffer('cal_shift', torch.zeros(self.n_out))     # by remedy 'calibrate' (`fit_platt`); else the identity
 
 # %% ../nbs/14_sequence.ipynb #f0f8cb20
 @patch
@@ -77,7 +79,9 @@ def forward(self:SeqNet, x, # `(B, L, n_emb + 6)` padded series: embedding then 
     else:
         packed = nn.utils.rnn.pack_padded_sequence(h, lengths.cpu().long(), batch_first=True, enforce_sorted=False)
         o = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
-    return (logit + self.out(o)) * mask
+    y = logit + self.out(o)
+    if 'cal_scale' in self._buffers: y = y * self.cal_scale + self.cal_shift   # stages saved before calibration have none
+    return y * mask
 
 # %% ../nbs/14_sequence.ipynb #967c5712
 def pad_series(feats:list, # per series `(S_i, F)` arrays
@@ -90,13 +94,15 @@ def pad_series(feats:list, # per series `(S_i, F)` arrays
 
 @patch
 def predict_series(self:SeqNet, feats:list, # per series `(S, n_emb + 6)`: embeddings then logits, z-ordered
-                   bs:int=32) -> list:
-    "Probabilities `(S, 6)` per series (eval mode, padded batches)."
+                   bs:int=32, logits:bool=False, # logits instead of probabilities
+                  ) -> list:
+    "Probabilities (or logits) `(S, 6)` per series (eval mode, padded batches)."
     self.eval(); dev = next(self.parameters()).device; out = []
     with torch.no_grad():
         for i in range(0, len(feats), bs):
             x, n = pad_series(feats[i:i+bs])
-            p = torch.sigmoid(self(x.to(dev), n)).cpu().numpy()
+            y = self(x.to(dev), n)
+            p = (y if logits else torch.sigmoid(y)).cpu().numpy()
             out += [p[j, :k] for j, k in enumerate(n.tolist())]
     return out
 
@@ -154,7 +160,8 @@ class MaskedBCE(nn.Module):
         return (per * mask).sum() / mask.sum().clamp_min(1)
 
 # %% ../nbs/14_sequence.ipynb #bea29a45
-REMEDIES = dict(holdout=dict(emb_drop=0., logit_noise=0.),   # trained on series the slice model never saw (see above)
+REMEDIES = dict(calibrate=dict(emb_drop=0., logit_noise=0.), # trained on the training folds, then calibrated (see above)
+                holdout=dict(emb_drop=0., logit_noise=0.),   # trained on series the slice model never saw
                 noise=dict(emb_drop=0.3, logit_noise=1.0), none=dict(emb_drop=0., logit_noise=0.))
 
 class SeqSetupError(ValueError):
@@ -214,12 +221,7 @@ def _holdout_cv(val:SeriesRows, patients:np.ndarray, # the base model's validati
                 n_splits:int=5, # patient groups (fewer when there are fewer patients)
                ) -> np.ndarray:
     "Cross-validated `(N, 6)` probabilities of the validation slices: each series predicted by a stage trained on the other patients."
-    up = np.unique(patients)
-    if len(up) < 2: raise SeqSetupError(f"remedy 'holdout' needs the base model's validation fold to hold series of at least 2 "
-                                        f"patients, not {len(up)}; use --remedy noise")
-    np.random.default_rng(seed).shuffle(up)
-    group = {p: i % min(n_splits, len(up)) for i, p in enumerate(up)}
-    g, ps = np.array([group[p] for p in patients]), [None] * len(val)
+    g, ps = _patient_groups(patients, seed, 'holdout', n_splits), [None] * len(val)
     for k in np.unique(g):
         a, b = np.flatnonzero(g != k), np.flatnonzero(g == k)
         rows = lambda s: SeriesRows([val.feats[i] for i in s], [val.ys[i] for i in s])
@@ -227,6 +229,50 @@ def _holdout_cv(val:SeriesRows, patients:np.ndarray, # the base model's validati
         learn = _fit_seq(rows(a), rows(b), n_emb, out, **fit)[0]
         for i, p in zip(b, learn.model.predict_series([val.feats[i] for i in b])): ps[i] = p
     return np.concatenate(ps)
+
+# %% ../nbs/14_sequence.ipynb #1b54f88f
+def _patient_groups(patients:np.ndarray, seed:int, remedy:str, # the patient of each series; the shuffle; for the message
+                    n_splits:int=5) -> np.ndarray:
+    "A group number per series: the patients shuffled by `seed`, dealt into `n_splits` groups (fewer when there are fewer)."
+    up = np.unique(patients)
+    if len(up) < 2: raise SeqSetupError(f"remedy '{remedy}' needs the base model's validation fold to hold series of at least 2 "
+                                        f"patients, not {len(up)}; use --remedy noise")
+    np.random.default_rng(seed).shuffle(up)
+    group = {p: i % min(n_splits, len(up)) for i, p in enumerate(up)}
+    return np.array([group[p] for p in patients])
+
+def fit_platt(logit:np.ndarray, y:np.ndarray, # `(N, C)` logits and 0/1 labels
+              ridge:float=1.0, steps:int=30, # pull towards scale 1, shift 0; Newton steps
+             ) -> tuple[np.ndarray, np.ndarray]:
+    "Per class scale and shift of the logits that minimise the log loss (Platt scaling): two `(C,)` arrays."
+    x, y, ab = np.asarray(logit, np.float64), np.asarray(y, np.float64), np.tile([1., 0.], (np.shape(logit)[1], 1))
+    for j in range(x.shape[1]):
+        X, yj = np.stack([x[:, j], np.ones(len(x))], 1), y[:, j]
+        loss = lambda w: (np.logaddexp(0, X @ w) - yj * (X @ w)).sum() + ridge / 2 * ((w - [1., 0.])**2).sum()
+        for _ in range(steps):                                   # Newton's method, the step halved until the loss falls
+            p = 0.5 * (1 + np.tanh(X @ ab[j] / 2))                  # the sigmoid, without overflow
+            g = X.T @ (p - yj) + ridge * (ab[j] - [1., 0.])
+            d, f0 = np.linalg.solve((X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2), g), loss(ab[j])
+            while loss(ab[j] - d) > f0 and np.abs(d).max() > 1e-9: d = d / 2
+            ab[j] -= d
+    return ab[:, 0].astype(np.float32), ab[:, 1].astype(np.float32)
+
+# %% ../nbs/14_sequence.ipynb #c8a7aef5
+def _calibrated_cv(logit:np.ndarray, y:np.ndarray, groups:np.ndarray) -> np.ndarray:
+    "Cross-fitted `(N, C)` probabilities: each group's logits scaled and shifted by `fit_platt` on the other groups."
+    p = np.zeros(logit.shape, np.float32)
+    for k in np.unique(groups):
+        s, t = fit_platt(logit[groups != k], y[groups != k])
+        p[groups == k] = 1 / (1 + np.exp(-(logit[groups == k] * s + t)))
+    return p
+
+def _calibrate(net:SeqNet, val:SeriesRows, patients:np.ndarray, seed:int) -> np.ndarray:
+    "Fit `net`'s calibration on the validation series (in place); their cross-fitted `(N, 6)` probabilities."
+    lv, yv = np.concatenate(net.predict_series(val.feats, logits=True)), np.concatenate(val.ys)
+    p = _calibrated_cv(lv, yv, np.repeat(_patient_groups(patients, seed, 'calibrate'), [len(f) for f in val.feats]))
+    s, t = fit_platt(lv, yv)
+    with torch.no_grad(): net.cal_scale.copy_(torch.as_tensor(s)); net.cal_shift.copy_(torch.as_tensor(t))
+    return p
 
 # %% ../nbs/14_sequence.ipynb #516c4a62
 def _valid_preds_table(image_ids:np.ndarray, # the validation slices' image ids
@@ -268,7 +314,8 @@ def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, it
     summary = _seq_summary(y, tr, vi, p, base_p)
     summary.update(arch=ich.get('arch'), context=model.context, kind='sequence', **settings,
                    valid_fold=ich.get('valid_fold'), n_folds=ich.get('n_folds'), train_series=n_train_series, valid_series=len(val),
-                   train_slices=int(len(vi) if st['remedy'] == 'holdout' else len(tr)), valid_slices=int(len(vi)), **secs)
+                   train_slices=int(len(vi) if st['remedy'] == 'holdout' else len(tr)), valid_slices=int(len(vi)),
+                   calibration=dict(zip(SUBTYPES, np.stack([learn.model.cal_scale.tolist(), learn.model.cal_shift.tolist()], 1).tolist())), **secs)
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
     return dict(summary, learn=learn, valid_preds=preds, base_valid_p=base_p, valid_index=idx.iloc[vi].reset_index(drop=True), out=out)
@@ -279,7 +326,7 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
               out, # output folder (created when missing)
               kind:str='gru', hidden:int=64, layers:int=1, # the sequence network (`SeqNet`)
               epochs:int=15, bs:int=8, lr:float=3e-3, wd:float=0.01, # fit_one_cycle, batches of whole series
-              remedy:str='holdout', # 'holdout' (trained on the base model's validation series), 'noise' or 'none'; see above
+              remedy:str='calibrate', # 'calibrate', 'holdout' (trained on the base model's validation series), 'noise' or 'none'; see above
               seed:int=42, progress:bool=True,
              ) -> dict:
     "Train the sequence stage on the base model's folds; write `model.pkl` (both stages), `valid_preds.csv`, `metrics.json`."
@@ -294,12 +341,13 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
     embed_secs, t1 = time.time() - t0, time.time()
     y, tr, vi, trn, val = _split_series(idx, feats, model.ich)
     fit, n_emb, p = dict(kind=kind, hidden=hidden, layers=layers, epochs=epochs, bs=bs, lr=lr, wd=wd, remedy=remedy), feats.shape[1] - 6, None
+    pats = idx['patient_id'].to_numpy()[vi][idx['slice_index'].to_numpy()[vi] == 0]   # of each validation series
     if remedy == 'holdout':                           # measured by cross-validation, then trained on every validation series
-        p = _holdout_cv(val, idx['patient_id'].to_numpy()[vi][idx['slice_index'].to_numpy()[vi] == 0], n_emb, out,
-                        dict(fit, progress=False), seed)
-        set_seed(seed, reproducible=True)
+        p = _holdout_cv(val, pats, n_emb, out, dict(fit, progress=False), seed); set_seed(seed, reproducible=True)
+    if remedy == 'calibrate': _patient_groups(pats, seed, remedy)   # refused before training when it cannot be measured
     fitted = val if remedy == 'holdout' else trn
     learn = _fit_seq(fitted, val, n_emb, out, **fit, progress=progress)[0]
+    if remedy == 'calibrate': p = _calibrate(learn.model, val, pats, seed)
     settings = dict(seq_kind=kind, hidden=hidden, layers=layers, remedy=remedy, epochs=epochs, bs=bs, lr=lr, seed=seed)
     return _seq_results(learn, model, out, idx, feats, y, tr, vi, val, settings, len(fitted),
                         dict(embed_seconds=round(embed_secs, 1), train_seconds=round(time.time() - t1, 1)), p=p)
@@ -331,7 +379,7 @@ def ich_train_seq(base_model:str, # ich-train output folder (or its model.pkl): 
                   epochs:int=15, # passes over the training series
                   bs:int=8, # series per batch
                   lr:float=3e-3, # maximum learning rate of fit_one_cycle
-                  remedy:str='holdout', # against over-confident embeddings: holdout (train on the base's validation series), noise, or none
+                  remedy:str='calibrate', # against over-confident embeddings: calibrate (on the base's validation series), holdout (train on them), noise, or none
                   seed:int=42, # initial weights and batch order
                   quiet:bool=False, # no progress
                  ):

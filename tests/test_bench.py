@@ -79,6 +79,7 @@ def test_forms_bad_settings(args, message):
     (['--compare', '--mimics', '99'], 'bench/sequence.py: mimics must be between 0 and 50 foci per study, not 99.0'),
     (['--compare', '--threads', '0'], 'bench/sequence.py: threads must be at least 1, not 0'),
     (['--compare', '--seeds', 'a,b'], "bench/sequence.py: seeds must be whole numbers separated by commas, not 'a,b'"),
+    (['--compare', '--eval-studies', '5'], 'bench/sequence.py: eval-studies must be 0 (off) or at least 10, not 5'),
 ])
 def test_sequence_compare_bad_settings(args, message):
     r = run(sys.executable, 'bench/sequence.py', *args)

@@ -248,3 +248,26 @@ def test_holdout_remedy_needs_two_patients_and_predicts_out_of_sample(tmp_path):
     p = _holdout_cv(SeriesRows(feats, ys), np.array(['a'] * 3 + ['b'] * 3), 8, tmp_path, dict(fit, epochs=40, lr=0.1), 0)
     assert p.shape == (24, 6)
     assert p[:12].max() < 0.3 and p[12:].min() > 0.7, (p[:12].max(), p[12:].min())
+
+def test_calibrate_remedy(models, tmp_path):
+    "The exported stage carries the fitted scale and shift (recorded in metrics.json); padding still never changes a real slice."
+    from ich_nbdev.inference import load_model
+    _, seq = models
+    m = json.loads((seq/'metrics.json').read_text())
+    assert m['remedy'] == 'calibrate' and set(m['calibration']) == set(SUBTYPES)
+    net = load_model(seq/'model.pkl').seq
+    np.testing.assert_allclose(net.cal_scale.numpy(), [m['calibration'][s][0] for s in SUBTYPES], rtol=1e-6)
+    assert not np.allclose(net.cal_shift.numpy(), 0)                 # fitted, not left at the identity
+    rng = np.random.default_rng(1)
+    a, b = [rng.normal(size=(n, net.norm.normalized_shape[0] + 6)).astype(np.float32) for n in (3, 7)]
+    np.testing.assert_allclose(net.predict_series([a])[0], net.predict_series([b, a])[1], atol=1e-5)
+    raw = net.predict_series([a], logits=True)[0]
+    del net._buffers['cal_scale'], net._buffers['cal_shift']         # as a stage saved before calibration existed
+    scale, shift = (np.array([m['calibration'][s][i] for s in SUBTYPES]) for i in (0, 1))
+    np.testing.assert_allclose(raw, net.predict_series([a], logits=True)[0] * scale + shift, atol=1e-4)
+
+def test_calibrate_needs_two_patients():
+    from ich_nbdev.sequence import _calibrate, SeqNet, SeriesRows, SeqSetupError
+    feats = [np.zeros((4, 14), np.float32) for _ in range(3)]
+    with pytest.raises(SeqSetupError, match="remedy 'calibrate' needs .* at least 2 patients, not 1"):
+        _calibrate(SeqNet(8, hidden=4), SeriesRows(feats, [np.zeros((4, 6), np.float32)] * 3), np.array(['p'] * 3), 0)
