@@ -299,7 +299,7 @@ def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, it
                  y, tr, vi, val:SeriesRows, # from `_split_series`
                  settings:dict, # `seq_kind`, `hidden`, `layers`, `remedy`, `epochs`, `bs`, `lr`, `seed` (in this order)
                  n_train_series:int, secs:dict, # training series; `embed_seconds` and `train_seconds`
-                 p=None, # `(len(vi), 6)` validation probabilities when measured otherwise (`_holdout_cv`); default: the stage's
+                 p=None, # `(len(vi), 6)` validation probabilities when measured otherwise (`_holdout_cv`, `_calibrate`); default: the stage's
                 ) -> dict:
     "Write `model.pkl` (both stages), `valid_preds.csv` and `metrics.json`; the result of `train_seq`."
     ich, st = model.ich, settings
