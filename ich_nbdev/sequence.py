@@ -32,7 +32,7 @@ from .inference import load_model, slice_outputs, IchModel, ModelError, _cache_c
 
 # %% auto #0
 __all__ = ['SEQ_KINDS', 'REMEDIES', 'SeqNet', 'pad_series', 'series_features', 'SeriesRows', 'SeriesDL', 'MaskedBCE',
-           'SeqSetupError', 'fit_platt', 'train_seq', 'plot_series_any', 'ich_train_seq']
+           'SeqSetupError', 'fit_platt', 'remap_logits', 'train_seq', 'plot_series_any', 'ich_train_seq']
 
 # %% ../nbs/14_sequence.ipynb #8b1ad22e
 SEQ_KINDS = ('gru', 'lstm', 'conv')
@@ -46,12 +46,13 @@ class SeqNet(nn.Module):
                  dropout:float=0.2, # after the input projection
                  emb_drop:float=0.3, # training only: dropout on the embeddings (see "over-confident embeddings")
                  logit_noise:float=1.0, # training only: Gaussian noise (sd, logits) on the slice model's logits
+                 use_emb:bool=True, # False: read only the slice logits (remedy 'remap'; the embeddings are still passed, and ignored)
                 ):
         super().__init__()
         if kind not in SEQ_KINDS: raise LearnerSetupError(f"unknown sequence model '{kind}'; use one of {', '.join(SEQ_KINDS)}")
-        self.kind, self.n_out, self.emb_drop, self.logit_noise = kind, len(SUBTYPES), emb_drop, logit_noise
-        self.norm = nn.LayerNorm(n_emb)                # per slice: padding never mixes in
-        self.proj = nn.Sequential(nn.Linear(n_emb + self.n_out, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.kind, self.n_out, self.emb_drop, self.logit_noise, self.use_emb = kind, len(SUBTYPES), emb_drop, logit_noise, use_emb
+        self.norm = nn.LayerNorm(n_emb) if use_emb else nn.Identity()   # per slice: padding never mixes in
+        self.proj = nn.Sequential(nn.Linear((n_emb if use_emb else 0) + self.n_out, hidden), nn.ReLU(), nn.Dropout(dropout))
         if kind == 'conv':
             self.rnn = nn.ModuleList([nn.Conv1d(hidden, 2*hidden, 3, padding=1), nn.Conv1d(2*hidden, 2*hidden, 3, padding=1)])
         else:
@@ -71,7 +72,8 @@ def forward(self:SeqNet, x, # `(B, L, n_emb + 6)` padded series: embedding then 
     if self.training:
         emb = F.dropout(emb, self.emb_drop)
         logit = logit + self.logit_noise * torch.randn_like(logit)
-    h = self.proj(torch.cat([self.norm(emb), logit], -1)) * mask
+    use_emb = getattr(self, 'use_emb', True)          # stages saved before 'remap' existed read embeddings
+    h = self.proj(torch.cat([self.norm(emb), logit], -1) if use_emb else logit) * mask
     if self.kind == 'conv':                        # padding zeroed after each layer: the edges see what a lone series sees
         o = h
         for conv in self.rnn: o = F.relu(conv(o.transpose(1, 2))).transpose(1, 2) * mask
@@ -160,7 +162,8 @@ class MaskedBCE(nn.Module):
         return (per * mask).sum() / mask.sum().clamp_min(1)
 
 # %% ../nbs/14_sequence.ipynb #bea29a45
-REMEDIES = dict(calibrate=dict(emb_drop=0., logit_noise=0.), # trained on the training folds, then calibrated (see above)
+REMEDIES = dict(remap=dict(emb_drop=0., logit_noise=0., use_emb=False), # logits only: remapped training folds + validation (see above)
+                calibrate=dict(emb_drop=0., logit_noise=0.), # trained on the training folds, then calibrated
                 holdout=dict(emb_drop=0., logit_noise=0.),   # trained on series the slice model never saw
                 noise=dict(emb_drop=0.3, logit_noise=1.0), none=dict(emb_drop=0., logit_noise=0.))
 
@@ -219,14 +222,16 @@ def _fit_seq(trn:SeriesRows, val:SeriesRows, # training and validation series
 def _holdout_cv(val:SeriesRows, patients:np.ndarray, # the base model's validation series; the patient of each
                 n_emb:int, out:Path, fit:dict, seed:int, # as `_fit_seq` takes them (`fit`: its settings)
                 n_splits:int=5, # patient groups (fewer when there are fewer patients)
+                train_rows=None, # `SeriesRows` of the other patients' series -> the stage's training series; None: those series
+                remedy:str='holdout', # for the message
                ) -> np.ndarray:
-    "Cross-validated `(N, 6)` probabilities of the validation slices: each series predicted by a stage trained on the other patients."
-    g, ps = _patient_groups(patients, seed, 'holdout', n_splits), [None] * len(val)
+    "Cross-validated `(N, 6)` probabilities of the validation slices: each series predicted by a stage trained without its patient."
+    g, ps = _patient_groups(patients, seed, remedy, n_splits), [None] * len(val)
     for k in np.unique(g):
         a, b = np.flatnonzero(g != k), np.flatnonzero(g == k)
         rows = lambda s: SeriesRows([val.feats[i] for i in s], [val.ys[i] for i in s])
         set_seed(seed + int(k), reproducible=True)
-        learn = _fit_seq(rows(a), rows(b), n_emb, out, **fit)[0]
+        learn = _fit_seq(rows(a) if train_rows is None else train_rows(rows(a)), rows(b), n_emb, out, **fit)[0]
         for i, p in zip(b, learn.model.predict_series([val.feats[i] for i in b])): ps[i] = p
     return np.concatenate(ps)
 
@@ -274,6 +279,29 @@ def _calibrate(net:SeqNet, val:SeriesRows, patients:np.ndarray, seed:int) -> np.
     with torch.no_grad(): net.cal_scale.copy_(torch.as_tensor(s)); net.cal_shift.copy_(torch.as_tensor(t))
     return p
 
+# %% ../nbs/14_sequence.ipynb #af0144f2
+def remap_logits(logit:np.ndarray, y:np.ndarray, # `(N, C)` training logits and their 0/1 labels
+                 ref_logit:np.ndarray, ref_y:np.ndarray, # `(M, C)` logits and labels of unseen slices (validation series)
+                 min_n:int=5, # fewer reference slices of a class and label: that part left as it is
+                ) -> np.ndarray:
+    "`logit` with each class's positives (and negatives) replaced by the reference ones' quantiles at the same rank."
+    out = np.array(logit, np.float32, copy=True)
+    for j in range(out.shape[1]):
+        for v in (0, 1):
+            t, r = np.asarray(y)[:, j] == v, np.asarray(ref_y)[:, j] == v
+            if r.sum() < min_n or t.sum() < 2: continue
+            rank = np.asarray(logit)[t, j].argsort(kind='stable').argsort(kind='stable') / (t.sum() - 1)
+            out[t, j] = np.quantile(np.asarray(ref_logit)[r, j], rank)
+    return out
+
+def _remapped(trn:SeriesRows, val:SeriesRows) -> SeriesRows:
+    "The training series with their logits remapped onto the validation series', then the validation series."
+    n = len(SUBTYPES)
+    f, y = np.concatenate(trn.feats), np.concatenate(trn.ys)
+    m = remap_logits(f[:, -n:], y, np.concatenate(val.feats)[:, -n:], np.concatenate(val.ys))
+    feats = np.split(np.concatenate([f[:, :-n], m], 1), np.cumsum([len(s) for s in trn.feats])[:-1])
+    return SeriesRows(feats + list(val.feats), list(trn.ys) + list(val.ys))
+
 # %% ../nbs/14_sequence.ipynb #516c4a62
 def _valid_preds_table(image_ids:np.ndarray, # the validation slices' image ids
                        p:np.ndarray, y:np.ndarray, # `(N, 6)` probabilities and labels
@@ -314,7 +342,7 @@ def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, it
     summary = _seq_summary(y, tr, vi, p, base_p)
     summary.update(arch=ich.get('arch'), context=model.context, kind='sequence', **settings,
                    valid_fold=ich.get('valid_fold'), n_folds=ich.get('n_folds'), train_series=n_train_series, valid_series=len(val),
-                   train_slices=int(len(vi) if st['remedy'] == 'holdout' else len(tr)), valid_slices=int(len(vi)),
+                   train_slices=int(dict(holdout=len(vi), remap=len(tr) + len(vi)).get(st['remedy'], len(tr))), valid_slices=int(len(vi)),
                    calibration=dict(zip(SUBTYPES, np.stack([learn.model.cal_scale.tolist(), learn.model.cal_shift.tolist()], 1).tolist())), **secs)
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
@@ -326,7 +354,7 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
               out, # output folder (created when missing)
               kind:str='gru', hidden:int=64, layers:int=1, # the sequence network (`SeqNet`)
               epochs:int=15, bs:int=8, lr:float=3e-3, wd:float=0.01, # fit_one_cycle, batches of whole series
-              remedy:str='calibrate', # 'calibrate', 'holdout' (trained on the base model's validation series), 'noise' or 'none'; see above
+              remedy:str='remap', # 'remap', 'calibrate', 'holdout' (trained on the base model's validation series), 'noise' or 'none'; see above
               seed:int=42, progress:bool=True,
              ) -> dict:
     "Train the sequence stage on the base model's folds; write `model.pkl` (both stages), `valid_preds.csv`, `metrics.json`."
@@ -342,10 +370,11 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
     y, tr, vi, trn, val = _split_series(idx, feats, model.ich)
     fit, n_emb, p = dict(kind=kind, hidden=hidden, layers=layers, epochs=epochs, bs=bs, lr=lr, wd=wd, remedy=remedy), feats.shape[1] - 6, None
     pats = idx['patient_id'].to_numpy()[vi][idx['slice_index'].to_numpy()[vi] == 0]   # of each validation series
-    if remedy == 'holdout':                           # measured by cross-validation, then trained on every validation series
-        p = _holdout_cv(val, pats, n_emb, out, dict(fit, progress=False), seed); set_seed(seed, reproducible=True)
+    if remedy in ('holdout', 'remap'):                # measured by cross-validation, then trained on every validation series
+        p = _holdout_cv(val, pats, n_emb, out, dict(fit, progress=False), seed, train_rows=(lambda v: _remapped(trn, v))
+                        if remedy == 'remap' else None, remedy=remedy); set_seed(seed, reproducible=True)
     if remedy == 'calibrate': _patient_groups(pats, seed, remedy)   # refused before training when it cannot be measured
-    fitted = val if remedy == 'holdout' else trn
+    fitted = val if remedy == 'holdout' else _remapped(trn, val) if remedy == 'remap' else trn
     learn = _fit_seq(fitted, val, n_emb, out, **fit, progress=progress)[0]
     if remedy == 'calibrate': p = _calibrate(learn.model, val, pats, seed)
     settings = dict(seq_kind=kind, hidden=hidden, layers=layers, remedy=remedy, epochs=epochs, bs=bs, lr=lr, seed=seed)
@@ -379,7 +408,7 @@ def ich_train_seq(base_model:str, # ich-train output folder (or its model.pkl): 
                   epochs:int=15, # passes over the training series
                   bs:int=8, # series per batch
                   lr:float=3e-3, # maximum learning rate of fit_one_cycle
-                  remedy:str='calibrate', # against over-confident embeddings: calibrate (on the base's validation series), holdout (train on them), noise, or none
+                  remedy:str='remap', # against over-confident embeddings: remap (logits of the training folds onto the validation series'), calibrate, holdout, noise, or none
                   seed:int=42, # initial weights and batch order
                   quiet:bool=False, # no progress
                  ):

@@ -249,10 +249,13 @@ def test_holdout_remedy_needs_two_patients_and_predicts_out_of_sample(tmp_path):
     assert p.shape == (24, 6)
     assert p[:12].max() < 0.3 and p[12:].min() > 0.7, (p[:12].max(), p[12:].min())
 
-def test_calibrate_remedy(models, tmp_path):
+def test_calibrate_remedy(models, data, tmp_path):
     "The exported stage carries the fitted scale and shift (recorded in metrics.json); padding still never changes a real slice."
     from ich_nbdev.inference import load_model
-    _, seq = models
+    from ich_nbdev.sequence import train_seq
+    base, _ = models
+    train_seq(base, data[1], tmp_path/'cal', epochs=2, hidden=8, remedy='calibrate', progress=False)
+    seq = tmp_path/'cal'
     m = json.loads((seq/'metrics.json').read_text())
     assert m['remedy'] == 'calibrate' and set(m['calibration']) == set(SUBTYPES)
     net = load_model(seq/'model.pkl').seq
@@ -266,6 +269,73 @@ def test_calibrate_remedy(models, tmp_path):
     scale, shift = (np.array([m['calibration'][s][i] for s in SUBTYPES]) for i in (0, 1))
     np.testing.assert_allclose(raw, net.predict_series([a], logits=True)[0] * scale + shift, atol=1e-4)
 
+def test_remap_remedy_is_the_default_and_reads_logits_only(models):
+    "The default stage: remap, trained on the training and validation slices, blind to the embeddings, padding-safe."
+    from ich_nbdev.inference import load_model
+    base, seq = models
+    m, base_m = (json.loads((d/'metrics.json').read_text()) for d in (seq, base))
+    assert m['remedy'] == 'remap'
+    assert m['train_slices'] == base_m['train_slices'] + base_m['valid_slices'] and m['valid_slices'] == base_m['valid_slices']
+    net = load_model(seq/'model.pkl').seq
+    assert net.use_emb is False
+    n_in = net.proj[0].in_features
+    assert n_in == 6                                                 # the projection reads the six logits
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(5, 20)).astype(np.float32); a2 = a.copy(); a2[:, :-6] = rng.normal(size=(5, 14))
+    b = rng.normal(size=(8, 20)).astype(np.float32)
+    np.testing.assert_allclose(net.predict_series([a])[0], net.predict_series([a2])[0], atol=1e-6)   # embeddings ignored
+    np.testing.assert_allclose(net.predict_series([a])[0], net.predict_series([b, a])[1], atol=1e-5)  # padding never matters
+    assert net.out.weight.abs().max() > 0                                                         # trained: no longer the identity
+
+def test_stage_saved_before_remap_reads_embeddings():
+    "A stage pickled before `use_emb` existed has no such attribute: it reads its embeddings as it always did."
+    from ich_nbdev.sequence import SeqNet
+    torch.manual_seed(0)
+    net = SeqNet(8, hidden=4); torch.nn.init.normal_(net.out.weight)
+    del net.__dict__['use_emb']
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(4, 14)).astype(np.float32); a2 = a.copy(); a2[:, :8] = rng.normal(size=(4, 8))   # not a shift: LayerNorm removes those
+    assert not np.allclose(net.predict_series([a])[0], net.predict_series([a2])[0])
+
+def test_remap_logits():
+    "Ranks kept within each class and label, values the reference's; a class and label with too few reference slices as it was."
+    from ich_nbdev.sequence import remap_logits
+    rng = np.random.default_rng(4)
+    y = np.zeros((40, 2), np.float32); y[:10, 0] = 1; y[:4, 1] = 1
+    lt = rng.normal(size=(40, 2)).astype(np.float32) + 5 * y
+    ry = np.zeros((21, 2), np.float32); ry[:10, 0] = 1; ry[:3, 1] = 1   # 10 reference positives of class 0, 3 of class 1
+    rl = rng.normal(size=(21, 2)).astype(np.float32)
+    m = remap_logits(lt, y, rl, ry)
+    pos, neg = y[:, 0] == 1, y[:, 0] == 0
+    np.testing.assert_allclose(np.sort(m[pos, 0]), np.sort(rl[ry[:, 0] == 1, 0]), atol=1e-6)   # same count: the same values
+    assert (np.argsort(m[pos, 0]) == np.argsort(lt[pos, 0])).all() and (np.argsort(m[neg, 0]) == np.argsort(lt[neg, 0])).all()
+    assert m[neg, 0].min() >= rl[ry[:, 0] == 0, 0].min() - 1e-6 and m[neg, 0].max() <= rl[ry[:, 0] == 0, 0].max() + 1e-6
+    np.testing.assert_array_equal(m[y[:, 1] == 1, 1], lt[y[:, 1] == 1, 1])                    # 3 < min_n: untouched
+    assert not np.array_equal(m[y[:, 1] == 0, 1], lt[y[:, 1] == 0, 1])                         # 18 reference negatives: remapped
+    np.testing.assert_array_equal(lt, lt.copy())                                               # the input is not changed in place
+
+def test_remap_cross_fit_needs_two_patients_and_keeps_each_patient_out(tmp_path):
+    "`_holdout_cv` with the remap rows: one patient refused in one line; a series is never in its own stage's training rows."
+    from ich_nbdev.sequence import _holdout_cv, _remapped, SeriesRows, SeqSetupError
+    rng = np.random.default_rng(5)
+    mk = lambda n, v: (np.concatenate([rng.normal(size=(4, 8)), np.full((4, 6), v)], 1).astype(np.float32), np.full((4, 6), v, np.float32))
+    trn = SeriesRows(*map(list, zip(*[mk(4, i % 2) for i in range(6)])))
+    val = SeriesRows(*map(list, zip(*[mk(4, i % 2) for i in range(6)])))
+    fit = dict(kind='gru', hidden=8, layers=1, epochs=2, bs=2, lr=3e-2, wd=0.01, remedy='remap', progress=False)
+    with pytest.raises(SeqSetupError, match="remedy 'remap' needs .* at least 2 patients, not 1"):
+        _holdout_cv(val, np.array(['p'] * 6), 8, tmp_path, fit, 0, train_rows=lambda v: _remapped(trn, v), remedy='remap')
+    seen = []
+    def rows(v):
+        seen.append([id(f) for f in v.feats]); r = _remapped(trn, v)
+        assert len(r) == len(trn) + len(v) and all(a is b for a, b in zip(r.feats[len(trn):], v.feats))
+        return r
+    pats = np.array(list('aabbcc'))
+    p = _holdout_cv(val, pats, 8, tmp_path, fit, 0, train_rows=rows, remedy='remap')
+    assert p.shape == (24, 6) and len(seen) == 3
+    from ich_nbdev.sequence import _patient_groups
+    g = _patient_groups(pats, 0, 'remap')
+    for k, ids in zip(np.unique(g), seen):             # each fit saw the other two patients' series, never those it predicts
+        assert sorted(ids) == sorted(id(val.feats[i]) for i in np.flatnonzero(g != k))
 def test_calibrate_needs_two_patients():
     from ich_nbdev.sequence import _calibrate, SeqNet, SeriesRows, SeqSetupError
     feats = [np.zeros((4, 14), np.float32) for _ in range(3)]
