@@ -1,4 +1,4 @@
-"""Per-slice embeddings of a trained slice model, read along z by a bidirectional GRU: six outputs per slice that know the whole series.
+"""The per-slice outputs of a trained slice model, read along z by a bidirectional GRU: six outputs per slice that know the whole series.
 
 Docs: https://ich-nbdev.github.io/ich_nbdev/sequence.html.md"""
 
