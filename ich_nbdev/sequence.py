@@ -38,7 +38,7 @@ __all__ = ['SEQ_KINDS', 'REMEDIES', 'SeqNet', 'pad_series', 'series_features', '
 SEQ_KINDS = ('gru', 'lstm', 'conv')
 
 class SeqNet(nn.Module):
-    "Six logits per slice from a series' slice embeddings and logits: a bidirectional GRU/LSTM (or 1-D convolution), added to the slice logits."
+    "Six logits per slice from a series' slice embeddings and logits (or logits only): a bidirectional GRU/LSTM (or 1-D convolution), added to the slice logits."
     def __init__(self, n_emb:int, # size of a slice embedding
                  hidden:int=64, # units per direction
                  kind:str='gru', # 'gru', 'lstm' or 'conv' (two 1-D convolutions over z, kernel 3)
@@ -411,7 +411,7 @@ def ich_train_seq(base_model:str, # ich-train output folder (or its model.pkl): 
                   seed:int=42, # initial weights and batch order
                   quiet:bool=False, # no progress
                  ):
-    "Train a sequence model over each series on a slice model's embeddings; write one exported model with both stages to OUT."
+    "Train a sequence model over each series on a slice model's outputs; write one exported model with both stages to OUT."
     with cli_errors('ich-train-seq'):
         for name, v, lo in (('--hidden', hidden, 1), ('--layers', layers, 1), ('--epochs', epochs, 1), ('--bs', bs, 1)):
             check_arg(name, v, lo=lo)
