@@ -285,13 +285,14 @@ def remap_logits(logit:np.ndarray, y:np.ndarray, # `(N, C)` training logits and 
                  min_n:int=5, # fewer reference slices of a class and label: that part left as it is
                 ) -> np.ndarray:
     "`logit` with each class's positives (and negatives) replaced by the reference ones' quantiles at the same rank."
-    out = np.array(logit, np.float32, copy=True)
+    logit, y, ref_logit, ref_y = map(np.asarray, (logit, y, ref_logit, ref_y))
+    out = logit.astype(np.float32)                     # a copy: the input stays as it is
     for j in range(out.shape[1]):
         for v in (0, 1):
-            t, r = np.asarray(y)[:, j] == v, np.asarray(ref_y)[:, j] == v
+            t, r = y[:, j] == v, ref_y[:, j] == v
             if r.sum() < min_n or t.sum() < 2: continue
-            rank = np.asarray(logit)[t, j].argsort(kind='stable').argsort(kind='stable') / (t.sum() - 1)
-            out[t, j] = np.quantile(np.asarray(ref_logit)[r, j], rank)
+            rank = logit[t, j].argsort(kind='stable').argsort(kind='stable') / (t.sum() - 1)
+            out[t, j] = np.quantile(ref_logit[r, j], rank)
     return out
 
 def _remapped(trn:SeriesRows, val:SeriesRows) -> SeriesRows:
@@ -326,7 +327,7 @@ def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, it
                  idx:pd.DataFrame, feats:np.ndarray, # from `series_features`
                  y, tr, vi, val:SeriesRows, # from `_split_series`
                  settings:dict, # `seq_kind`, `hidden`, `layers`, `remedy`, `epochs`, `bs`, `lr`, `seed` (in this order)
-                 n_train_series:int, secs:dict, # training series; `embed_seconds` and `train_seconds`
+                 fitted:SeriesRows, secs:dict, # the series the stage was trained on; `embed_seconds` and `train_seconds`
                  p=None, # `(len(vi), 6)` validation probabilities when measured otherwise (`_holdout_cv`, `_calibrate`); default: the stage's
                 ) -> dict:
     "Write `model.pkl` (both stages), `valid_preds.csv` and `metrics.json`; the result of `train_seq`."
@@ -341,8 +342,8 @@ def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, it
     write_table_atomic(preds, out/'valid_preds.csv')
     summary = _seq_summary(y, tr, vi, p, base_p)
     summary.update(arch=ich.get('arch'), context=model.context, kind='sequence', **settings,
-                   valid_fold=ich.get('valid_fold'), n_folds=ich.get('n_folds'), train_series=n_train_series, valid_series=len(val),
-                   train_slices=int(dict(holdout=len(vi), remap=len(tr) + len(vi)).get(st['remedy'], len(tr))), valid_slices=int(len(vi)),
+                   valid_fold=ich.get('valid_fold'), n_folds=ich.get('n_folds'), train_series=len(fitted), valid_series=len(val),
+                   train_slices=sum(len(f) for f in fitted.feats), valid_slices=int(len(vi)),
                    calibration=dict(zip(SUBTYPES, np.stack([learn.model.cal_scale.tolist(), learn.model.cal_shift.tolist()], 1).tolist())), **secs)
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
@@ -377,7 +378,7 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
     learn = _fit_seq(fitted, val, n_emb, out, **fit, progress=progress)[0]
     if remedy == 'calibrate': p = _calibrate(learn.model, val, pats, seed)
     settings = dict(seq_kind=kind, hidden=hidden, layers=layers, remedy=remedy, epochs=epochs, bs=bs, lr=lr, seed=seed)
-    return _seq_results(learn, model, out, idx, feats, y, tr, vi, val, settings, len(fitted),
+    return _seq_results(learn, model, out, idx, feats, y, tr, vi, val, settings, fitted,
                         dict(embed_seconds=round(embed_secs, 1), train_seconds=round(time.time() - t1, 1)), p=p)
 
 # %% ../nbs/14_sequence.ipynb #b077b384
