@@ -147,6 +147,7 @@ def test_ich_train_seq_mismatch(models, data, tmp_path):
                    'not the cache the base model was trained on')
     one_line_error(run('ich-train-seq', seq, cache, '--out', 'o', cwd=tmp_path), 'ich-train-seq', 'a sequence model already')
     one_line_error(run('ich-train-seq', base, cache, '--kind', 'rnn', cwd=tmp_path), 'ich-train-seq', '--kind')
+    one_line_error(run('ich-train-seq', base, cache, '--remedy', 'oof', cwd=tmp_path), 'ich-train-seq', '--remedy')
     one_line_error(run('ich-train-seq', tmp_path/'nothing', cache, cwd=tmp_path), 'ich-train-seq', 'no such model file')
     assert not (tmp_path/'o').exists()
 
