@@ -19,9 +19,9 @@ The course's comparison instead: on a synthetic sample of --studies studies of -
 each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained at
 --train-size px with the same recipe and epochs (by default ich-demo's: 12 epochs, batch 16, lr 3e-3, weight decay 0.05,
 prior bias, zero-init), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
-embeddings (remap, the default: the logits of the training folds remapped onto the validation series' by rank, the stage
-trained on them and on the validation series, reading logits only, measured by cross-validation over the validation
-patients; calibrate: trained on the training folds, then scaled and shifted per class on the base model's validation
+embeddings (blend, the default: the remap and calibrate stages, their logits averaged; remap: the logits of the training
+folds remapped onto the validation series' by rank, the stage trained on them and on the validation series, reading
+logits only, measured by cross-validation over the validation patients; calibrate: trained on the training folds, then scaled and shifted per class on the base model's validation
 series, measured cross-fitted over their patients; holdout: trained on those series and measured by cross-validation
 over their patients; noise; none); the weighted log loss and AUC(any) on the validation fold (held-out patients), and the
 seconds each stage took. Every model is then also measured on --eval-studies further studies of new patients (a second
@@ -120,7 +120,7 @@ def compare(a):
             rows.append(dict(seed=seed, model=name, wll=r['weighted_log_loss'], auc_any=r['auc_any'], seconds=r['train_seconds'],
                              train_slices=r['train_slices'], valid_slices=r['valid_slices'], **measure(m)))
             print(rows[-1], flush=True)
-        for remedy in ('remap', 'calibrate', 'holdout', 'noise', 'none'):
+        for remedy in ('blend', 'remap', 'calibrate', 'holdout', 'noise', 'none'):
             r = train_seq(out/f'k{a.context}-s{seed}'/'model.pkl', cache, out/f'seq-{remedy}-s{seed}', kind=a.kind, hidden=a.hidden,
                           epochs=a.seq_epochs, remedy=remedy, seed=seed, progress=False)
             rows.append(dict(seed=seed, model=f'2.5D + sequence ({a.kind}, remedy {remedy})', wll=r['weighted_log_loss'],

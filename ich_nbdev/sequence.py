@@ -32,7 +32,7 @@ from .inference import load_model, slice_outputs, IchModel, ModelError, _cache_c
 
 # %% auto #0
 __all__ = ['SEQ_KINDS', 'REMEDIES', 'SeqNet', 'pad_series', 'series_features', 'SeriesRows', 'SeriesDL', 'MaskedBCE',
-           'SeqSetupError', 'fit_platt', 'remap_logits', 'train_seq', 'plot_series_any', 'ich_train_seq']
+           'SeqSetupError', 'fit_platt', 'remap_logits', 'SeqBlend', 'train_seq', 'plot_series_any', 'ich_train_seq']
 
 # %% ../nbs/14_sequence.ipynb #8b1ad22e
 SEQ_KINDS = ('gru', 'lstm', 'conv')
@@ -162,7 +162,8 @@ class MaskedBCE(nn.Module):
         return (per * mask).sum() / mask.sum().clamp_min(1)
 
 # %% ../nbs/14_sequence.ipynb #bea29a45
-REMEDIES = dict(remap=dict(emb_drop=0., logit_noise=0., use_emb=False), # logits only: remapped training folds + validation (see above)
+REMEDIES = dict(blend=None,                                    # the remap and calibrate stages, their logits averaged (`SeqBlend`)
+                remap=dict(emb_drop=0., logit_noise=0., use_emb=False), # logits only: remapped training folds + validation (see above)
                 calibrate=dict(emb_drop=0., logit_noise=0.), # trained on the training folds, then calibrated
                 holdout=dict(emb_drop=0., logit_noise=0.),   # trained on series the slice model never saw
                 noise=dict(emb_drop=0.3, logit_noise=1.0), none=dict(emb_drop=0., logit_noise=0.))
@@ -303,6 +304,31 @@ def _remapped(trn:SeriesRows, val:SeriesRows) -> SeriesRows:
     feats = np.split(np.concatenate([f[:, :-n], m], 1), np.cumsum([len(s) for s in trn.feats])[:-1])
     return SeriesRows(feats + list(val.feats), list(trn.ys) + list(val.ys))
 
+# %% ../nbs/14_sequence.ipynb #fa7e40f7
+class SeqBlend(nn.Module):
+    "Sequence stages over the same input, their output logits averaged (remedy 'blend': the remap and calibrate stages)."
+    def __init__(self, nets:list): # `SeqNet`s that read the same features
+        super().__init__(); self.nets = nn.ModuleList(nets)
+    def forward(self, x, lengths=None): return torch.stack([net(x, lengths) for net in self.nets]).mean(0)
+    predict_series = SeqNet.predict_series             # the same padded batches, in eval mode
+
+def _train_stage(remedy:str, # one of `REMEDIES` other than 'blend'
+                 trn:SeriesRows, val:SeriesRows, patients:np.ndarray, # training and validation series; the patient of each validation series
+                 n_emb:int, out:Path, fit:dict, seed:int, progress:bool, # as `_fit_seq` takes them (`fit`: its settings but the remedy)
+                ) -> tuple[Learner, np.ndarray, SeriesRows]:
+    "One stage: its `Learner`, its measured `(N, 6)` probabilities of the validation slices, and the series it was fitted on."
+    fit, p = dict(fit, remedy=remedy), None
+    set_seed(seed, reproducible=True)
+    if remedy in ('holdout', 'remap'):                # measured by cross-validation, then trained on every validation series
+        p = _holdout_cv(val, patients, n_emb, out, dict(fit, progress=False), seed, train_rows=(lambda v: _remapped(trn, v))
+                        if remedy == 'remap' else None, remedy=remedy); set_seed(seed, reproducible=True)
+    if remedy == 'calibrate': _patient_groups(patients, seed, remedy)   # refused before training when it cannot be measured
+    fitted = val if remedy == 'holdout' else _remapped(trn, val) if remedy == 'remap' else trn
+    learn = _fit_seq(fitted, val, n_emb, out, **fit, progress=progress)[0]
+    if remedy == 'calibrate': p = _calibrate(learn.model, val, patients, seed)
+    if p is None: p = np.concatenate(learn.model.predict_series(val.feats)) if len(val) else np.zeros((0, 6), np.float32)
+    return learn, p, fitted
+
 # %% ../nbs/14_sequence.ipynb #516c4a62
 def _valid_preds_table(image_ids:np.ndarray, # the validation slices' image ids
                        p:np.ndarray, y:np.ndarray, # `(N, 6)` probabilities and labels
@@ -332,6 +358,7 @@ def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, it
                 ) -> dict:
     "Write `model.pkl` (both stages), `valid_preds.csv` and `metrics.json`; the result of `train_seq`."
     ich, st = model.ich, settings
+    cal = learn.model.nets[-1] if isinstance(learn.model, SeqBlend) else learn.model   # the calibrated one of a blend
     if p is None: p = np.concatenate(learn.model.predict_series(val.feats)) if len(val) else np.zeros((0, 6), np.float32)
     base_p = 1 / (1 + np.exp(-feats[vi, -len(SUBTYPES):]))
     learn.ich = dict(ich, kind='sequence', seq_kind=st['seq_kind'], hidden=st['hidden'], layers=st['layers'], remedy=st['remedy'],
@@ -344,7 +371,7 @@ def _seq_results(learn:Learner, model:IchModel, out:Path, # the fitted stage, it
     summary.update(arch=ich.get('arch'), context=model.context, kind='sequence', **settings,
                    valid_fold=ich.get('valid_fold'), n_folds=ich.get('n_folds'), train_series=len(fitted), valid_series=len(val),
                    train_slices=sum(len(f) for f in fitted.feats), valid_slices=int(len(vi)),
-                   calibration=dict(zip(SUBTYPES, np.stack([learn.model.cal_scale.tolist(), learn.model.cal_shift.tolist()], 1).tolist())), **secs)
+                   calibration=dict(zip(SUBTYPES, np.stack([cal.cal_scale.tolist(), cal.cal_shift.tolist()], 1).tolist())), **secs)
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
     write_text_atomic(out/'metrics.json', json.dumps(summary, indent=1))
     return dict(summary, learn=learn, valid_preds=preds, base_valid_p=base_p, valid_index=idx.iloc[vi].reset_index(drop=True), out=out)
@@ -355,7 +382,7 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
               out, # output folder (created when missing)
               kind:str='gru', hidden:int=64, layers:int=1, # the sequence network (`SeqNet`)
               epochs:int=15, bs:int=8, lr:float=3e-3, wd:float=0.01, # fit_one_cycle, batches of whole series
-              remedy:str='remap', # 'remap', 'calibrate', 'holdout' (trained on the base model's validation series), 'noise' or 'none'; see above
+              remedy:str='blend', # 'blend' (remap and calibrate), 'remap', 'calibrate', 'holdout' (trained on the base model's validation series), 'noise' or 'none'; see above
               seed:int=42, progress:bool=True,
              ) -> dict:
     "Train the sequence stage on the base model's folds; write `model.pkl` (both stages), `valid_preds.csv`, `metrics.json`."
@@ -368,15 +395,14 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
     idx, feats = series_features(model, cache_dir, 'train')
     embed_secs, t1 = time.time() - t0, time.time()
     y, tr, vi, trn, val = _split_series(idx, feats, model.ich)
-    fit, n_emb, p = dict(kind=kind, hidden=hidden, layers=layers, epochs=epochs, bs=bs, lr=lr, wd=wd, remedy=remedy), feats.shape[1] - 6, None
+    fit = dict(kind=kind, hidden=hidden, layers=layers, epochs=epochs, bs=bs, lr=lr, wd=wd)
     pats = idx['patient_id'].to_numpy()[vi][idx['slice_index'].to_numpy()[vi] == 0]   # of each validation series
-    if remedy in ('holdout', 'remap'):                # measured by cross-validation, then trained on every validation series
-        p = _holdout_cv(val, pats, n_emb, out, dict(fit, progress=False), seed, train_rows=(lambda v: _remapped(trn, v))
-                        if remedy == 'remap' else None, remedy=remedy); set_seed(seed, reproducible=True)
-    if remedy == 'calibrate': _patient_groups(pats, seed, remedy)   # refused before training when it cannot be measured
-    fitted = val if remedy == 'holdout' else _remapped(trn, val) if remedy == 'remap' else trn
-    learn = _fit_seq(fitted, val, n_emb, out, **fit, progress=progress)[0]
-    if remedy == 'calibrate': p = _calibrate(learn.model, val, pats, seed)
+    stages = [_train_stage(r, trn, val, pats, feats.shape[1] - 6, out, fit, seed, progress)
+              for r in (('remap', 'calibrate') if remedy == 'blend' else (remedy,))]
+    learn, p, fitted = stages[0]
+    if remedy == 'blend':                             # one module, the stages' logits averaged; measured the same way
+        learn.model, learn.opt = SeqBlend([s[0].model for s in stages]), None   # the optimiser belonged to the first stage
+        p = 1 / (1 + np.exp(-np.mean([np.log(np.clip(s[1], 1e-7, 1)) - np.log(np.clip(1 - s[1], 1e-7, 1)) for s in stages], 0)))
     settings = dict(seq_kind=kind, hidden=hidden, layers=layers, remedy=remedy, epochs=epochs, bs=bs, lr=lr, seed=seed)
     return _seq_results(learn, model, out, idx, feats, y, tr, vi, val, settings, fitted,
                         dict(embed_seconds=round(embed_secs, 1), train_seconds=round(time.time() - t1, 1)), p=p)
@@ -408,7 +434,7 @@ def ich_train_seq(base_model:str, # ich-train output folder (or its model.pkl): 
                   epochs:int=15, # passes over the training series
                   bs:int=8, # series per batch
                   lr:float=3e-3, # maximum learning rate of fit_one_cycle
-                  remedy:str='remap', # against over-confident embeddings: remap (logits of the training folds onto the validation series'), calibrate, holdout, noise, or none
+                  remedy:str='blend', # against over-confident embeddings: blend (remap and calibrate averaged), remap (logits of the training folds onto the validation series'), calibrate, holdout, noise, or none
                   seed:int=42, # initial weights and batch order
                   quiet:bool=False, # no progress
                  ):

@@ -270,23 +270,30 @@ def test_calibrate_remedy(models, data, tmp_path):
     scale, shift = (np.array([m['calibration'][s][i] for s in SUBTYPES]) for i in (0, 1))
     np.testing.assert_allclose(raw, net.predict_series([a], logits=True)[0] * scale + shift, atol=1e-4)
 
-def test_remap_remedy_is_the_default_and_reads_logits_only(models):
-    "The default stage: remap, trained on the training and validation slices, blind to the embeddings, padding-safe."
+def test_blend_is_the_default_remap_and_calibrate_averaged(models):
+    """The default stage: a blend of the remap stage (training and validation slices, blind to the embeddings) and the
+    calibrate stage (fitted scale and shift), their logits averaged; padding-safe; trained."""
     from ich_nbdev.inference import load_model
+    from ich_nbdev.sequence import SeqBlend
     base, seq = models
     m, base_m = (json.loads((d/'metrics.json').read_text()) for d in (seq, base))
-    assert m['remedy'] == 'remap'
+    assert m['remedy'] == 'blend'
     assert m['train_slices'] == base_m['train_slices'] + base_m['valid_slices'] and m['valid_slices'] == base_m['valid_slices']
-    net = load_model(seq/'model.pkl').seq
-    assert net.use_emb is False
-    n_in = net.proj[0].in_features
-    assert n_in == 6                                                 # the projection reads the six logits
-    rng = np.random.default_rng(2)
-    a = rng.normal(size=(5, 20)).astype(np.float32); a2 = a.copy(); a2[:, :-6] = rng.normal(size=(5, 14))
-    b = rng.normal(size=(8, 20)).astype(np.float32)
-    np.testing.assert_allclose(net.predict_series([a])[0], net.predict_series([a2])[0], atol=1e-6)   # embeddings ignored
-    np.testing.assert_allclose(net.predict_series([a])[0], net.predict_series([b, a])[1], atol=1e-5)  # padding never matters
-    assert net.out.weight.abs().max() > 0                                                         # trained: no longer the identity
+    blend = load_model(seq/'model.pkl').seq
+    assert isinstance(blend, SeqBlend) and len(blend.nets) == 2
+    remap, cal = blend.nets
+    assert remap.use_emb is False and remap.proj[0].in_features == 6            # the remap stage reads the six logits
+    assert cal.use_emb is True and not np.allclose(cal.cal_shift.numpy(), 0)    # the calibrate stage: fitted, not the identity
+    np.testing.assert_allclose(cal.cal_scale.numpy(), [m['calibration'][s][0] for s in SUBTYPES], rtol=1e-6)
+    rng, n = np.random.default_rng(2), cal.norm.normalized_shape[0] + 6                      # embedding, then six logits
+    a = rng.normal(size=(5, n)).astype(np.float32); a2 = a.copy(); a2[:, :-6] = rng.normal(size=(5, n - 6))
+    b = rng.normal(size=(8, n)).astype(np.float32)
+    np.testing.assert_allclose(remap.predict_series([a])[0], remap.predict_series([a2])[0], atol=1e-6)   # embeddings ignored
+    assert cal.proj[0].in_features == n                                                              # calibrate: embedding and logits
+    assert remap.out.weight.abs().max() > 0                                                         # trained: no longer the identity
+    both = [n.predict_series([a], logits=True)[0] for n in (remap, cal)]
+    np.testing.assert_allclose(blend.predict_series([a], logits=True)[0], (both[0] + both[1]) / 2, atol=1e-5)
+    np.testing.assert_allclose(blend.predict_series([a])[0], blend.predict_series([b, a])[1], atol=1e-5)  # padding never matters
 
 def test_stage_saved_before_remap_reads_embeddings():
     "A stage pickled before `use_emb` existed has no such attribute: it reads its embeddings as it always did."
