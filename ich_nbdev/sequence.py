@@ -304,7 +304,7 @@ def _remapped(trn:SeriesRows, val:SeriesRows) -> SeriesRows:
     feats = np.split(np.concatenate([f[:, :-n], m], 1), np.cumsum([len(s) for s in trn.feats])[:-1])
     return SeriesRows(feats + list(val.feats), list(trn.ys) + list(val.ys))
 
-# %% ../nbs/14_sequence.ipynb #fa7e40f7
+# %% ../nbs/14_sequence.ipynb #c3f5608c
 class SeqBlend(nn.Module):
     "Sequence stages over the same input, their output logits averaged (remedy 'blend': the remap and calibrate stages)."
     def __init__(self, nets:list): # `SeqNet`s that read the same features
