@@ -397,6 +397,7 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
     y, tr, vi, trn, val = _split_series(idx, feats, model.ich)
     fit = dict(kind=kind, hidden=hidden, layers=layers, epochs=epochs, bs=bs, lr=lr, wd=wd)
     pats = idx['patient_id'].to_numpy()[vi][idx['slice_index'].to_numpy()[vi] == 0]   # of each validation series
+    if remedy not in ('noise', 'none'): _patient_groups(pats, seed, remedy)   # refused in the remedy's name before any training
     stages = [_train_stage(r, trn, val, pats, feats.shape[1] - 6, out, fit, seed, progress)
               for r in (('remap', 'calibrate') if remedy == 'blend' else (remedy,))]
     learn, p, fitted = stages[0]

@@ -349,3 +349,17 @@ def test_calibrate_needs_two_patients():
     feats = [np.zeros((4, 14), np.float32) for _ in range(3)]
     with pytest.raises(SeqSetupError, match="remedy 'calibrate' needs .* at least 2 patients, not 1"):
         _calibrate(SeqNet(8, hidden=4), SeriesRows(feats, [np.zeros((4, 6), np.float32)] * 3), np.array(['p'] * 3), 0)
+
+def test_one_patient_validation_fold_refused_in_the_remedys_name(tmp_path):
+    "A base model whose validation fold holds one patient: the default (blend) and calibrate are refused in one line, naming the remedy asked for."
+    from ich_nbdev.synth import synth_sample
+    from ich_nbdev.preprocess import build_cache, open_cache
+    from ich_nbdev.learner import train_model
+    sample = synth_sample(tmp_path/'s', n_studies=5, n_test_studies=0, slices=4, seed=5)
+    build_cache(sample, tmp_path/'c', size=32, progress=False)
+    n = open_cache(tmp_path/'c', 'train')[1]['patient_id'].nunique()
+    train_model(tmp_path/'c', tmp_path/'b', arch='resnet10t', epochs=1, bs=8, n_folds=n, context=3, progress=False)
+    for args, name in (((), 'blend'), (('--remedy', 'calibrate'), 'calibrate')):
+        one_line_error(run('ich-train-seq', 'b', 'c', '--out', 'o', *args, cwd=tmp_path), 'ich-train-seq',
+                       f"remedy '{name}' needs the base model's validation fold to hold series of at least 2 patients, not 1")
+    assert not (tmp_path/'o').exists()
