@@ -322,7 +322,6 @@ def _train_stage(remedy:str, # one of `REMEDIES` other than 'blend'
     if remedy in ('holdout', 'remap'):                # measured by cross-validation, then trained on every validation series
         p = _holdout_cv(val, patients, n_emb, out, dict(fit, progress=False), seed, train_rows=(lambda v: _remapped(trn, v))
                         if remedy == 'remap' else None, remedy=remedy); set_seed(seed, reproducible=True)
-    if remedy == 'calibrate': _patient_groups(patients, seed, remedy)   # refused before training when it cannot be measured
     fitted = val if remedy == 'holdout' else _remapped(trn, val) if remedy == 'remap' else trn
     learn = _fit_seq(fitted, val, n_emb, out, **fit, progress=progress)[0]
     if remedy == 'calibrate': p = _calibrate(learn.model, val, patients, seed)
@@ -403,7 +402,7 @@ def train_seq(base, # the base slice model: an `ich-train` output folder, its `m
     learn, p, fitted = stages[0]
     if remedy == 'blend':                             # one module, the stages' logits averaged; measured the same way
         learn.model, learn.opt = SeqBlend([s[0].model for s in stages]), None   # the optimiser belonged to the first stage
-        p = 1 / (1 + np.exp(-np.mean([np.log(np.clip(s[1], 1e-7, 1)) - np.log(np.clip(1 - s[1], 1e-7, 1)) for s in stages], 0)))
+        p = torch.sigmoid(torch.stack([torch.logit(torch.as_tensor(s[1], dtype=torch.float32), eps=1e-7) for s in stages]).mean(0)).numpy()
     settings = dict(seq_kind=kind, hidden=hidden, layers=layers, remedy=remedy, epochs=epochs, bs=bs, lr=lr, seed=seed)
     return _seq_results(learn, model, out, idx, feats, y, tr, vi, val, settings, fitted,
                         dict(embed_seconds=round(embed_secs, 1), train_seconds=round(time.time() - t1, 1)), p=p)
