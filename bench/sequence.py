@@ -29,7 +29,8 @@ synthetic sample, generator seed 43, the same settings; none of its patients is 
 only about 40 series, on which one seed's figures move by about ±10% with the few series that happen to be in it, while
 the new patients' 4,800 slices (by default) narrow that to a few percent; `eval_wll` and `vs_single` are measured there
 (0 turns it off; then `vs_single` compares validation figures). One line per run, then a table. --threads fixes torch's CPU threads (the figures of one seed
-differ a little with their number).
+differ a little with their number); a slice model found in the model cache is reused whatever the threads it trained
+with, which its line shows (`threads`; empty for a model trained before metrics.json recorded them).
 """
 import argparse, os, statistics, sys, time, warnings
 from pathlib import Path
@@ -118,7 +119,8 @@ def compare(a):
             (out/f'k{k}-s{seed}').mkdir(parents=True, exist_ok=True)
             if not (out/f'k{k}-s{seed}'/'model.pkl').exists(): (out/f'k{k}-s{seed}'/'model.pkl').symlink_to(m)
             rows.append(dict(seed=seed, model=name, wll=r['weighted_log_loss'], auc_any=r['auc_any'], seconds=r['train_seconds'],
-                             train_slices=r['train_slices'], valid_slices=r['valid_slices'], **measure(m)))
+                             train_slices=r['train_slices'], valid_slices=r['valid_slices'],
+                             threads=r.get('cpu_threads'), **measure(m)))   # a reused model's, which may differ from --threads
             print(rows[-1], flush=True)
         for remedy in ('blend', 'remap', 'calibrate', 'holdout', 'noise', 'none'):
             r = train_seq(out/f'k{a.context}-s{seed}'/'model.pkl', cache, out/f'seq-{remedy}-s{seed}', kind=a.kind, hidden=a.hidden,

@@ -6,7 +6,7 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/learner.html.md"""
 
 # %% ../nbs/08_learner.ipynb #1e89f972
 from __future__ import annotations
-import contextlib, hashlib, inspect, json, os, shutil, time, uuid, warnings
+import contextlib, hashlib, inspect, json, os, shutil, socket, time, uuid, warnings
 from pathlib import Path
 
 import ich_nbdev                                  # first: its __init__ hides a torch notice that importing fastai prints
@@ -650,6 +650,7 @@ def _train_summary(learn, dls, val, p, first:dict, recipe:dict, run:dict, train_
                    scale=ich['scale'], fov_mm=ich['fov_mm'], context=context,
                    train_slices=len(dls.train.dataset), valid_slices=len(val), train_seconds=round(train_secs, 1),
                    train_slices_per_s=round(seen / train_secs, 1) if train_secs > 0 else None, processes=world_size(),
+                   cpu_threads=torch.get_num_threads(),  # a CPU run's figures differ a little with it
                    accum=accum, step_batch=first['bs'] * world_size() * accum, max_steps=max_steps, steps=ckpt.steps,
                    epochs_done=ckpt.epochs_done, resumed_at_epoch=start)
     summary['vs_prior'] = 1 - summary['weighted_log_loss'] / summary['prior_log_loss']
@@ -774,6 +775,18 @@ def _key_settings(arguments:dict) -> dict:
     settings.update(start_settings(settings['pretrained'], settings['prior_bias'], settings['zero_init'], settings['wd']))
     return settings
 
+# %% ../nbs/08_learner.ipynb #7ea47de1
+def _clear_stale_work(out:Path):
+    "Remove the half-trained folders of `out` left by a `cached_model` of this machine whose process is gone (killed)."
+    if os.name == 'nt': return                  # no signal 0 there to ask whether a process lives
+    host = socket.gethostname()
+    for d in out.parent.glob(f'.{out.name}.tmp-{host}-*'):
+        pid = d.name[len(f'.{out.name}.tmp-{host}-'):].split('-')[0]
+        if not pid.isdigit(): continue
+        try: os.kill(int(pid), 0)               # signal 0: is the process still there?
+        except ProcessLookupError: shutil.rmtree(d, ignore_errors=True)
+        except PermissionError: pass            # another user's live process
+
 # %% ../nbs/08_learner.ipynb #14bd6443
 def cached_model(name:str, # the model folder's name before its hash, e.g. 'mobilenetv2_100-course'
                  cache_dir, # the training cache
@@ -794,7 +807,8 @@ def cached_model(name:str, # the model folder's name before its hash, e.g. 'mobi
     key = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
     out = cache_root()/'models'/f'{name}-{key}'
     if (out/'model.pkl').exists() or not train: return out/'model.pkl'
-    work = out.with_name(f'.{out.name}.tmp-{uuid.uuid4().hex[:8]}')
+    _clear_stale_work(out)
+    work = out.with_name(f'.{out.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}')
     try:
         train_model(cache_dir, work, progress=progress, **train_kwargs)
         write_text_atomic(work/'settings.json', json.dumps(ident, indent=1, default=str))
