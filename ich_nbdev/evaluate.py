@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 from fastcore.script import call_parse
 
 from .core import SUBTYPES, ABBREV, cli_errors, check_arg, write_text_atomic, write_table_atomic, show_path, safe_text
+from .metrics import plot_calibration     # the reliability diagram, from 07_metrics
 from .sources import (read_source, choose_series, study_problems, selected_slices, predict_slices, SourceError,
                                PROBLEM_COLUMNS, NIFTI_SUFFIXES, IMAGE_SUFFIXES)
 
@@ -23,7 +24,7 @@ from .sources import (read_source, choose_series, study_problems, selected_slice
 __all__ = ['EvalLabelError', 'read_eval_labels', 'auc_score', 'bootstrap_ci', 'simulate_patients', 'ci_coverage', 'class_metrics',
            'weighted_log_loss_known', 'study_level', 'model_record', 'is_synthetic_input', 'input_warnings',
            'record_html', 'predict_source', 'source_predictions', 'evaluate_predictions', 'plot_roc_known',
-           'plot_calibration', 'report_sections', 'write_report', 'evaluate', 'ich_evaluate']
+           'report_sections', 'write_report', 'evaluate', 'ich_evaluate']
 
 # %% ../nbs/16_evaluate.ipynb #0e3ee86f
 class EvalLabelError(ValueError):
@@ -307,23 +308,6 @@ def plot_roc_known(labels:pd.DataFrame, probs:pd.DataFrame, ax=None, title:str='
     ax.plot([0, 1], [0, 1], ls=':', color='grey', lw=1)
     ax.set_xlabel('1 − specificity'); ax.set_ylabel('sensitivity'); ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6, loc='lower right'); ax.set_aspect('equal')
-    return ax
-
-def plot_calibration(labels:pd.DataFrame, probs:pd.DataFrame, cls:str='any', n_bins:int=10, ax=None, title:str='calibration'):
-    "Reliability diagram of one class: observed frequency against mean predicted probability, per bin of predictions."
-    ax = ax or plt.subplots(figsize=(3.4, 3.4))[1]
-    k = labels[cls].notna().to_numpy()
-    y, p = labels[cls].to_numpy()[k], probs[cls].to_numpy()[k]
-    b = np.minimum((p*n_bins).astype(int), n_bins - 1)
-    xs, ys, ns = [], [], []
-    for i in range(n_bins):
-        m = b == i
-        if m.any(): xs.append(p[m].mean()); ys.append(y[m].mean()); ns.append(m.sum())
-    ax.plot([0, 1], [0, 1], ls=':', color='grey', lw=1)
-    ax.scatter(xs, ys, s=[10 + 60*n/max(ns) for n in ns] if ns else 10, color='k', zorder=3)
-    ax.plot(xs, ys, color='k', lw=1)
-    ax.set_xlim(0, 1); ax.set_ylim(0, 1); ax.set_aspect('equal')
-    ax.set_xlabel(f'predicted P({cls})'); ax.set_ylabel('observed frequency'); ax.set_title(title, fontsize=9)
     return ax
 
 # %% ../nbs/16_evaluate.ipynb #8de6e883

@@ -17,8 +17,8 @@ from fastai.metrics import AccumMetric, ActivationType, accuracy_multi
 # %% auto #0
 __all__ = ['CLASS_WEIGHTS', 'MetricInputError', 'check_labels', 'check_inputs', 'per_image_log_loss', 'weighted_log_loss',
            'per_class_log_loss', 'prior_log_loss', 'precision_recall', 'macro_precision', 'macro_recall',
-           'accuracy_multi_np', 'roc_auc_per_class', 'auc_any', 'plot_roc', 'metrics_table', 'metrics_summary',
-           'WeightedLogLoss', 'MacroPrecision', 'MacroRecall', 'AUCAny']
+           'accuracy_multi_np', 'roc_auc_per_class', 'auc_any', 'plot_roc', 'calibration_bins', 'plot_calibration',
+           'metrics_table', 'metrics_summary', 'WeightedLogLoss', 'MacroPrecision', 'MacroRecall', 'AUCAny']
 
 # %% ../nbs/07_metrics.ipynb #1936ea2b
 class MetricInputError(ValueError):
@@ -174,6 +174,30 @@ def plot_roc(y_true, # labels, (N, 6), 0/1
     ax.set_xlabel('false positive rate'); ax.set_ylabel('true positive rate (recall)')
     ax.set_xlim(0, 1); ax.set_ylim(0, 1.01); ax.set_aspect('equal')
     ax.legend(fontsize=7, loc='lower right', title='AUC', title_fontsize=7); ax.set_title('ROC per class', fontsize=10)
+    return ax
+
+# %% ../nbs/07_metrics.ipynb #9a5d987b
+def calibration_bins(y, # labels of one class, 0/1 (NaN: unknown, left out)
+                     p, # predicted probabilities of that class
+                     n_bins:int=10, # equal-width bins of the prediction over [0, 1]
+                    ) -> pd.DataFrame:
+    "Per non-empty bin of predictions: their mean (`predicted`), how often the label is 1 (`observed`), their number (`n`)."
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    k = ~np.isnan(y)
+    b = np.clip((p[k]*n_bins).astype(int), 0, n_bins - 1)
+    t = pd.DataFrame(dict(bin=b, predicted=p[k], observed=y[k])).groupby('bin')
+    return t.agg(predicted=('predicted', 'mean'), observed=('observed', 'mean'), n=('observed', 'size')).reset_index(drop=True)
+
+def plot_calibration(labels:pd.DataFrame, probs:pd.DataFrame, # one column per class (labels may hold NaN)
+                     cls:str='any', n_bins:int=10, ax=None, title:str='calibration'):
+    "Reliability diagram of one class: observed frequency against mean predicted probability, per bin of predictions."
+    ax = ax or plt.subplots(figsize=(3.4, 3.4))[1]
+    t = calibration_bins(labels[cls], probs[cls], n_bins)
+    ax.plot([0, 1], [0, 1], ls=':', color='grey', lw=1)
+    ax.scatter(t.predicted, t.observed, s=10 + 60*t.n/max(t.n.max(), 1), color='k', zorder=3)   # dot size: slices in the bin
+    ax.plot(t.predicted, t.observed, color='k', lw=1)
+    ax.set_xlim(0, 1); ax.set_ylim(0, 1); ax.set_aspect('equal')
+    ax.set_xlabel(f'predicted P({cls})'); ax.set_ylabel('observed frequency'); ax.set_title(title, fontsize=9)
     return ax
 
 # %% ../nbs/07_metrics.ipynb #7dfde144
