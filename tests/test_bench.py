@@ -85,6 +85,16 @@ def test_sequence_compare_bad_settings(args, message):
     r = run(sys.executable, 'bench/sequence.py', *args)
     assert r.returncode != 0 and message in r.stderr, r.stderr
 
+@pytest.mark.parametrize('args,message', [
+    (['--seeds', '1;2'], "bench/sequence_oof.py: seeds must be whole numbers separated by commas, not '1;2'"),
+    (['--studies', '20'], 'bench/sequence_oof.py: needs at least 25 studies (five folds of patients) of at least 3 slices'),
+    (['--eval-studies', '3'], 'bench/sequence_oof.py: eval-studies must be at least 10, not 3'),
+    (['--threads', '0'], 'bench/sequence_oof.py: threads must be at least 1, not 0'),
+])
+def test_sequence_oof_bad_settings(args, message):
+    r = run(sys.executable, 'bench/sequence_oof.py', *args)
+    assert r.returncode != 0 and message in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
 def test_forms_real_boxes(tmp_path, synth_dir):
     "--real compares each DICOM slice's head box with its brain-window picture's; a file that is not DICOM is skipped, said."
     for f in sorted((synth_dir/'stage_2_train').glob('*.dcm'))[:6]: (tmp_path/f.name).write_bytes(f.read_bytes())
