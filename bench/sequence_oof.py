@@ -18,7 +18,7 @@ folds 1-4, so that every training slice has features from a model that never saw
   5 x 2.5D ensemble           the five 2.5D models' logits averaged, no sequence stage
 with the seconds the four extra slice models took to train (`extra_seconds`, from their metrics.json). One line per figure, then a table of ratios to the single slice.
 """
-import argparse, json, sys, time, warnings
+import argparse, inspect, json, sys, time, warnings
 from pathlib import Path
 
 def fail(msg): raise SystemExit(f"bench/sequence_oof.py: {msg}")
@@ -50,6 +50,8 @@ def main():
                                                     mimics=a.mimics))
     work = Path(tempfile.mkdtemp(prefix='seq-oof-'))
     sig = lambda l: 1 / (1 + np.exp(-l))
+    stage = {k: p.default for k, p in inspect.signature(train_seq).parameters.items()   # the stage train_seq trains by default
+             if k in ('kind', 'hidden', 'layers', 'epochs', 'bs', 'lr', 'wd')}
     rows = []
     for seed in seeds:
         recipe = dict(arch='resnet10t', epochs=12, bs=16, lr=3e-3, size=64, seed=seed)      # bench/sequence.py --compare's
@@ -85,8 +87,7 @@ def main():
             nets = {}
             for name, remedy in (('oof logits', 'remap'), ('oof embedding + logits', 'none')):
                 set_seed(seed, reproducible=True)
-                nets[name] = _fit_seq(allrows, val, n_emb, work/'l', kind='gru', hidden=64, layers=1, epochs=15, bs=8, lr=3e-3,
-                                      wd=0.01, remedy=remedy, progress=False)[0].model
+                nets[name] = _fit_seq(allrows, val, n_emb, work/'l', **stage, remedy=remedy, progress=False)[0].model
                 add(f'2.5D + sequence, {name}', np.concatenate(nets[name].predict_series([fev[g] for g in groups], logits=True)),
                     extra_seconds=round(extra))
             five = [np.concatenate(nets['oof logits'].predict_series([f[g] for g in groups], logits=True)) for f in evs]

@@ -776,12 +776,15 @@ def _key_settings(arguments:dict) -> dict:
     return settings
 
 # %% ../nbs/08_learner.ipynb #7ea47de1
+def _work_prefix(out:Path) -> str:
+    "The start of the names of `out`'s half-trained folders made by `cached_model` on this machine (its process id follows)."
+    return f'.{out.name}.tmp-{socket.gethostname()}-'
+
 def _clear_stale_work(out:Path):
     "Remove the half-trained folders of `out` left by a `cached_model` of this machine whose process is gone (killed)."
     if os.name == 'nt': return                  # no signal 0 there to ask whether a process lives
-    host = socket.gethostname()
-    for d in out.parent.glob(f'.{out.name}.tmp-{host}-*'):
-        pid = d.name[len(f'.{out.name}.tmp-{host}-'):].split('-')[0]
+    for d in out.parent.glob(f'{_work_prefix(out)}*'):
+        pid = d.name[len(_work_prefix(out)):].split('-')[0]
         if not pid.isdigit(): continue
         try: os.kill(int(pid), 0)               # signal 0: is the process still there?
         except ProcessLookupError: shutil.rmtree(d, ignore_errors=True)
@@ -808,7 +811,7 @@ def cached_model(name:str, # the model folder's name before its hash, e.g. 'mobi
     out = cache_root()/'models'/f'{name}-{key}'
     if (out/'model.pkl').exists() or not train: return out/'model.pkl'
     _clear_stale_work(out)
-    work = out.with_name(f'.{out.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}')
+    work = out.with_name(f'{_work_prefix(out)}{os.getpid()}-{uuid.uuid4().hex[:8]}')
     try:
         train_model(cache_dir, work, progress=progress, **train_kwargs)
         write_text_atomic(work/'settings.json', json.dumps(ident, indent=1, default=str))
