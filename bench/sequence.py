@@ -12,13 +12,13 @@ the synthetic sample's three windows at --size px, and a `SeqNet` of --kind over
 Each figure is the median of --warm runs after one warm-up run. On a GPU every run ends with a synchronisation.
 
     python bench/sequence.py --compare [--seeds 42,0,1] [--studies 200] [--slices 12] [--epochs 12] [--train-size 64] [--bs 16] [--lr 3e-3]
-                             [--seq-epochs 15] [--mimics 4] [--eval-studies 400] [--threads N]
+                             [--ema 0] [--seq-epochs 15] [--mimics 4] [--eval-studies 400] [--threads N]
 
 The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache) with
 --mimics dense foci per study that look like a bleed on one slice (`dense_foci`: only the neighbouring slice tells), for
 each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained at
 --train-size px with the same recipe and epochs (by default ich-demo's: 12 epochs, batch 16, lr 3e-3, weight decay 0.05,
-prior bias, zero-init), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
+prior bias, zero-init; --ema 0.99 adds an average of the weights, `WeightEMA`), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
 embeddings (blend, the default: the remap and calibrate stages, their logits averaged; remap: the logits of the training
 folds remapped onto the validation series' by rank, the stage trained on them and on the validation series, reading
 logits only, measured by cross-validation over the validation patients; calibrate: trained on the training folds, then scaled and shifted per class on the base model's validation
@@ -49,6 +49,7 @@ def main():
     ap.add_argument('--train-size', type=int, default=64)
     ap.add_argument('--bs', type=int, default=16); ap.add_argument('--lr', type=float, default=3e-3)
     ap.add_argument('--mimics', type=float, default=4.0); ap.add_argument('--eval-studies', type=int, default=400)
+    ap.add_argument('--ema', type=float, default=0.)
     a = ap.parse_args()
     if a.compare: return compare(a)
     if a.size < 32: fail(f"size must be at least 32, not {a.size}")
@@ -104,6 +105,7 @@ def compare(a):
     if not 0 <= a.mimics <= 50: fail(f"mimics must be between 0 and 50 foci per study, not {a.mimics}")
     if a.threads is not None and a.threads < 1: fail(f"threads must be at least 1, not {a.threads}")
     if a.eval_studies != 0 and a.eval_studies < 10: fail(f"eval-studies must be 0 (off) or at least 10, not {a.eval_studies}")
+    if not 0 <= a.ema < 1: fail(f"ema must be at least 0 and below 1, not {a.ema}")
     if a.threads: import torch; torch.set_num_threads(a.threads)
     out = Path(a.out or tempfile.mkdtemp(prefix='seq-compare-'))
     data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42, mimics=a.mimics)
@@ -111,7 +113,7 @@ def compare(a):
     measure = held_out(a, cache) if a.eval_studies else (lambda path: {})
     rows = []
     for seed in seeds:
-        recipe = dict(arch='resnet10t', epochs=a.epochs, bs=a.bs, lr=a.lr, size=a.train_size, seed=seed)   # ich-demo's recipe by default
+        recipe = dict(arch='resnet10t', epochs=a.epochs, bs=a.bs, lr=a.lr, size=a.train_size, seed=seed, ema=a.ema)   # ich-demo's recipe by default
         for name, k in (('single slice', 1), (f'2.5D (K={a.context})', a.context)):
             t = time.time()
             m = cached_model(f'ctx-course-k{k}', cache, **recipe, **({} if k == 1 else dict(context=k)))   # reused when trained

@@ -17,7 +17,7 @@ from fastcore.script import call_parse
 from fastcore.basics import noop, patch
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
-from fastai.torch_core import TensorImage, TensorMultiCategory, default_device, set_seed
+from fastai.torch_core import TensorImage, TensorMultiCategory, default_device, set_seed, get_model
 from fastai.callback.core import Callback
 from fastai.learner import Learner, Recorder, load_learner
 from fastai.optimizer import RAdam, Adam
@@ -36,8 +36,8 @@ __all__ = ['LOSSES', 'OPTIMIZERS', 'HEADS', 'ARCH', 'LR', 'FROM_SCRATCH', 'FINE_
            'check_folds', 'cache_dls', 'loader_speed', 'WeightedBCE', 'ich_loss', 'ich_metrics', 'start_settings',
            'check_arch', 'set_prior_bias', 'zero_init_residual', 'context_start', 'centre_context_init', 'ich_learner',
            'EpochLines', 'training_progress', 'predict_rows', 'predict_images', 'training_provenance',
-           'record_provenance', 'check_train_args', 'train_model', 'ich_train', 'cached_model', 'course_cache',
-           'course_model']
+           'record_provenance', 'check_train_args', 'WeightEMA', 'train_model', 'ich_train', 'cached_model',
+           'course_cache', 'course_model']
 
 # %% ../nbs/08_learner.ipynb #f4ea154d
 from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, UsageError, atomic_write,
@@ -586,13 +586,16 @@ def check_train_args(cache_dir, # the training cache
                      arch:str=ARCH, windows=None, size:int|None=None, epochs:int=5, bs:int=32, lr:float|None=LR,
                      loss:str='bce', opt:str='radam', head:str='fastai', pretrained=False, valid_fold:int=0, n_folds:int=5,
                      num_workers:int=0, wd:float|None=None, drop_path:float=0., accum:int=1, max_steps:int|None=None,
-                     resume:bool=False, context:int=1,
+                     resume:bool=False, context:int=1, ema:float=0.,
                      cli:bool=False, # name the settings as `ich-train`'s options (`--valid-fold`) rather than as parameters
                     ):
     "Refuse, before any work, settings `train_model` cannot use: one message naming the setting and what to give instead."
     o = (lambda n: '--' + n.replace('_', '-')) if cli else (lambda n: n)
     _check_train_numbers(o, cli, arch, epochs, context, bs, size, lr, loss, opt, head, num_workers, accum, max_steps)
     _check_train_start(o, cli, lr, resume, pretrained, wd, drop_path, out)
+    if ema is None or not 0 <= ema < 1:
+        raise UsageError(f"{o('ema')} must be at least 0 and below 1, not {ema!r}; it is the weight of the old average of "
+                         "the weights at each step (0: off; 0.99: about the last 100 steps)")
     _, info, idx = open_train_cache(cache_dir)
     _channel_indices(info['channels'], windows)
     check_folds(idx, valid_fold, n_folds, names=(o('valid_fold'), o('n_folds')))
@@ -611,8 +614,34 @@ def _plot_history(learn, out):
     ax.set_xlabel('batches'); ax.set_ylabel('loss'); ax.legend(fontsize=8); ax.set_title(learn.ich.get('arch', ''), fontsize=9)
     fig.tight_layout(); fig.savefig(out, dpi=100); plt.close(fig)
 
+# %% ../nbs/08_learner.ipynb #086537b5
+class WeightEMA(Callback):
+    "An exponential moving average of the model's weights (batch-norm statistics too), updated after every optimiser step; epochs are validated with it and the fit ends with it in the model."
+    def __init__(self, decay:float, # weight of the old average at each step, in (0, 1): 0.99 spans about the last 100 steps
+                 state:dict|None=None, # an average from a checkpoint (`checkpoint_state`), to carry on from after a resume
+                ):
+        if not 0 < decay < 1: raise UsageError(f"WeightEMA: decay must be above 0 and below 1, not {decay!r}")
+        self.decay, self.start = decay, state
+    def _net(self): return get_model(self.learn.model)
+    def before_fit(self):                           # a fresh average, or the checkpoint's (once: fine_tune fits twice)
+        sd = self._net().state_dict()
+        self.avg = {k: (self.start[k].to(v.device) if self.start else v.detach()).clone() for k, v in sd.items()}
+        self.start = None
+    @torch.no_grad()
+    def after_step(self):
+        for k, v in self._net().state_dict().items():
+            if v.is_floating_point(): self.avg[k].lerp_(v.detach(), 1 - self.decay)
+            else: self.avg[k].copy_(v)              # counters (batch-norm's num_batches_tracked)
+    def _swap(self):                                # the average in, the weights out (and back)
+        net = self._net(); cur = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(self.avg); self.avg = cur
+    def before_validate(self): self._swap()
+    def after_validate(self): self._swap()
+    def after_fit(self): self._net().load_state_dict(self.avg)
+    def checkpoint_state(self) -> dict: return {k: v.detach().cpu().clone() for k, v in self.avg.items()}
+
 # %% ../nbs/08_learner.ipynb #d71ebd37
-def _fit(learn, out, settings, state, main, epochs, lr, pretrained, accum, max_steps, cbs, progress):
+def _fit(learn, out, settings, state, main, epochs, lr, pretrained, accum, max_steps, cbs, progress, ema=0.):
     "Train (from `state` when resuming): the history, the per-epoch checkpoint, `lr_find` when `lr` is None; `(lr, start epoch, checkpoint, seconds)`."
     start = state['epoch'] if state is not None else 0
     if main and state is not None: keep_history(out/'history.csv', start)
@@ -620,7 +649,8 @@ def _fit(learn, out, settings, state, main, epochs, lr, pretrained, accum, max_s
                            write=pretrained is False)
     ckpt.epochs_done = start
     fit_cbs = ([HistoryCSV(fname='history.csv', append=start > 0)] if main else []) + [ckpt] + \
-              ([ResumeAt(state)] if state is not None else []) + ([AccumulateBatches(accum)] if accum > 1 else []) + list(cbs or [])
+              ([ResumeAt(state)] if state is not None else []) + ([AccumulateBatches(accum)] if accum > 1 else []) + \
+              ([WeightEMA(ema, (state or {}).get('extra', {}).get('WeightEMA'))] if ema else []) + list(cbs or [])
     t0 = time.time()
     if lr is None and state is not None: lr = state['lr']   # the rate lr_find gave the interrupted run
     if lr is None:
@@ -685,11 +715,12 @@ def train_model(cache_dir, # a finished cache with labels
                 max_steps:int|None=None, # stop after this many optimiser steps in all (a short trial run)
                 cbs=None, # more fastai callbacks for the fit
                 context:int=1, # slices of context K (odd; 1: the slice alone): K × C input channels (`cache_dls`)
+                ema:float=0., # `WeightEMA`'s decay per optimiser step (0: off; 0.99: about the last 100 steps): the model is the average
                ) -> dict:
     "Train on a cache and write `history.csv`, `model.pkl`, `valid_preds.csv`, `metrics.json` and figures to `out`."
     check_train_args(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss, opt=opt,
                      head=head, pretrained=pretrained, valid_fold=valid_fold, n_folds=n_folds, num_workers=num_workers,
-                     wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context)
+                     wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context, ema=ema)
     out = Path(out).expanduser().absolute()     # fastai joins `learn.path` with file names: a relative folder would appear twice
     init_distributed()                          # under torchrun / accelerate launch: join the others (see A2_scale)
     main = is_main()                            # only rank 0 writes
@@ -701,11 +732,12 @@ def train_model(cache_dir, # a finished cache with labels
     settings = settings_fingerprint(cache_dir, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss,
                                     opt=opt, head=head, balanced=balanced, valid_fold=valid_fold, n_folds=n_folds, seed=seed,
                                     prior_bias=prior_bias, zero_init=zero_init, wd=wd, drop_path=drop_path, accum=accum,
-                                    max_steps=max_steps, context=context)
+                                    max_steps=max_steps, context=context, **({'ema': ema} if ema else {}))
     state = load_checkpoint(out/CHECKPOINT, settings) if resume else None
     if state is not None: restore_learner(learn, state)
     if main: out.mkdir(parents=True, exist_ok=True)   # only once data and model are ready: a refused setting leaves no folder
-    lr, start, ckpt, train_secs = _fit(learn, out, settings, state, main, epochs, lr, pretrained, accum, max_steps, cbs, progress)
+    lr, start, ckpt, train_secs = _fit(learn, out, settings, state, main, epochs, lr, pretrained, accum, max_steps, cbs, progress,
+                                       ema)
     seen = sum(gather_objects(ckpt.slices))      # training slices of this run, all processes
     if main:
         _plot_history(learn, out/'loss.png')
@@ -715,7 +747,7 @@ def train_model(cache_dir, # a finished cache with labels
     preds = _valid_preds(val, p)
     if main: write_table_atomic(preds, out/'valid_preds.csv')
     summary = _train_summary(learn, dls, val, p, dict(arch=arch, lr=lr, epochs=epochs, bs=bs), dict(
-        loss=loss, opt=opt, head=head, pretrained=bool(pretrained)), dict(drop_path=drop_path, flip_tta=flip_tta, seed=seed,
+        loss=loss, opt=opt, head=head, pretrained=bool(pretrained)), dict(drop_path=drop_path, ema=ema, flip_tta=flip_tta, seed=seed,
         valid_fold=valid_fold, n_folds=n_folds), train_secs, seen, accum, max_steps, ckpt, start, context)
     if main: _write_train_outputs(learn, cache_dir, summary, out, val, p)
     return dict(summary, learn=learn, valid_preds=preds, out=out)
@@ -750,13 +782,14 @@ def ich_train(cache_dir:str, # a cache from ich-prepare with a labelled train sp
               accum:int=1, # batches whose gradients are summed into one optimiser step (large images, small GPUs)
               max_steps:int=None, # stop after this many optimiser steps in all, then validate and write everything (a trial run)
               context:int=1, # slices of context, odd: 1 the slice alone, 3 with the slice above and below as extra channels (2.5D)
+              ema:float=0., # keep an exponential moving average of the weights, this decay per step (0: off; 0.99: about the last 100 steps); the saved model is the average
              ):
     "Train a model on a cache; write the log, the exported model, validation predictions and metrics to OUT."
     with cli_errors('ich-train'):
         pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
         kw = dict(arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=None if lr_find else lr, loss=loss,
                   opt=opt, head=head, pretrained=pre, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
-                  wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context)
+                  wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context, ema=ema)
         check_train_args(cache_dir, out, **kw, cli=True)
         r = train_model(cache_dir, out, **kw, balanced=balanced, seed=seed, progress=not quiet, flip_tta=flip_tta,
                         prior_bias=False if no_prior_bias else None, zero_init=False if no_zero_init else None)
@@ -771,6 +804,7 @@ def _key_settings(arguments:dict) -> dict:
     "The settings of `train_model` that name a cached model, with the starting values they imply."
     settings = {k: v for k, v in arguments.items() if k not in ('cache_dir', 'out', 'progress')}
     if settings.get('context') == 1: del settings['context']      # single slices: the same key as before `context` existed
+    if not settings.get('ema'): settings.pop('ema', None)        # no average: the same key as before `ema` existed
     elif context_start(settings['pretrained'], settings.get('context', 1)) == 'centre': settings['context_init'] = 'centre'
     settings.update(start_settings(settings['pretrained'], settings['prior_bias'], settings['zero_init'], settings['wd']))
     return settings

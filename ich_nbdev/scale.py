@@ -172,6 +172,8 @@ class EpochCheckpoint(Callback):
                      world_size=world_size(), model=get_model(self.model).state_dict(), opt=self.opt.state_dict(),
                      rng=states, recorder=dict(losses=list(rec.losses), values=list(rec.values), lrs=list(rec.lrs),
                                                iters=list(rec.iters), smooth=(sm.val, sm.count), train_iter=self.train_iter))
+        extra = {type(cb).__name__: cb.checkpoint_state() for cb in self.learn.cbs if hasattr(cb, 'checkpoint_state')}
+        if extra: state['extra'] = extra           # what other callbacks carry over a resume (`WeightEMA`'s average)
         with atomic_write(self.path) as tmp: torch.save(state, tmp)
 
 class ResumeAt(Callback):

@@ -80,6 +80,7 @@ def test_forms_bad_settings(args, message):
     (['--compare', '--threads', '0'], 'bench/sequence.py: threads must be at least 1, not 0'),
     (['--compare', '--seeds', 'a,b'], "bench/sequence.py: seeds must be whole numbers separated by commas, not 'a,b'"),
     (['--compare', '--eval-studies', '5'], 'bench/sequence.py: eval-studies must be 0 (off) or at least 10, not 5'),
+    (['--compare', '--ema', '1'], 'bench/sequence.py: ema must be at least 0 and below 1, not 1.0'),
 ])
 def test_sequence_compare_bad_settings(args, message):
     r = run(sys.executable, 'bench/sequence.py', *args)

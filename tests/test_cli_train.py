@@ -73,6 +73,8 @@ BAD = [  # (arguments after the cache, words the one-line message must hold)
     (['--drop-path', '1'], '--drop-path must be at least 0 and below 1, not 1.0'),
     (['--drop-path', '-0.2'], '--drop-path must be at least 0 and below 1, not -0.2'),
     (['--arch', 'ghostnet_050', '--drop-path', '0.1'], "'ghostnet_050' has no stochastic depth (drop_path); use drop_path=0"),
+    (['--ema', '1'], '--ema must be at least 0 and below 1, not 1.0; it is the weight of the old average of the weights'),
+    (['--ema', '-0.5'], '--ema must be at least 0 and below 1, not -0.5'),
     (['--out', 'a_file.txt'], '--out a_file.txt is a file; give a folder'),
 ]
 
