@@ -37,6 +37,10 @@ from pathlib import Path
 
 def fail(msg): raise SystemExit(f"bench/sequence.py: {msg}")
 
+def slice_recipe(seed:int, epochs:int=12, bs:int=16, lr:float=3e-3, size:int=64, ema:float=0.) -> dict:
+    "The slice models' recipe of --compare (ich-demo's by default) for `cached_model`; bench/sequence_oof.py trains its own with it."
+    return dict(arch='resnet10t', epochs=epochs, bs=bs, lr=lr, size=size, seed=seed, ema=ema)
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--arch', default='resnet10t'); ap.add_argument('--size', type=int, default=128)
@@ -113,7 +117,7 @@ def compare(a):
     measure = held_out(a, cache) if a.eval_studies else (lambda path: {})
     rows = []
     for seed in seeds:
-        recipe = dict(arch='resnet10t', epochs=a.epochs, bs=a.bs, lr=a.lr, size=a.train_size, seed=seed, ema=a.ema)   # ich-demo's recipe by default
+        recipe = slice_recipe(seed, epochs=a.epochs, bs=a.bs, lr=a.lr, size=a.train_size, ema=a.ema)
         for name, k in (('single slice', 1), (f'2.5D (K={a.context})', a.context)):
             t = time.time()
             m = cached_model(f'ctx-course-k{k}', cache, **recipe, **({} if k == 1 else dict(context=k)))   # reused when trained

@@ -2,10 +2,12 @@
 winners did (one slice model per fold; the sequence stage trained on each slice's features from the model that never
 saw it), at its price on this machine.
 
-    python bench/sequence_oof.py [--seeds 42,0,1] [--studies 200] [--slices 12] [--mimics 4] [--eval-studies 400] [--threads N]
+    python bench/sequence_oof.py [--seeds 42,0,1] [--studies 200] [--slices 12] [--mimics 4] [--eval-studies 400] [--ema 0]
+                                 [--threads N]
 
 For each seed, on the synthetic sample and recipe of `bench/sequence.py --compare` (resnet10t, 12 epochs at 64 px,
-batch 16, lr 3e-3; its single-slice and 2.5D models are taken from the model cache when that command trained them):
+batch 16, lr 3e-3; --ema 0.99 adds its average of the weights, as `--compare --ema 0.99` does; its single-slice and 2.5D
+models are taken from the model cache when that command trained them with the same settings):
 the base 2.5D model holds fold 0 out; four more 2.5D models are trained with the same recipe, each holding out one of
 folds 1-4, so that every training slice has features from a model that never saw it. Then, all measured on the
 --eval-studies studies of new patients (the 2.5D model's features there, as at inference):
@@ -28,12 +30,14 @@ def main():
     ap.add_argument('--seeds', default='42,0,1'); ap.add_argument('--studies', type=int, default=200)
     ap.add_argument('--slices', type=int, default=12); ap.add_argument('--mimics', type=float, default=4.0)
     ap.add_argument('--eval-studies', type=int, default=400); ap.add_argument('--threads', type=int, default=None)
+    ap.add_argument('--ema', type=float, default=0.)
     a = ap.parse_args()
     try: seeds = [int(s) for s in a.seeds.split(',')]
     except ValueError: fail(f"seeds must be whole numbers separated by commas, not {a.seeds!r}")
     if a.slices < 3 or a.studies < 25: fail("needs at least 25 studies (five folds of patients) of at least 3 slices")
     if a.eval_studies < 10: fail(f"eval-studies must be at least 10, not {a.eval_studies}")
     if a.threads is not None and a.threads < 1: fail(f"threads must be at least 1, not {a.threads}")
+    if not 0 <= a.ema < 1: fail(f"ema must be at least 0 and below 1, not {a.ema}")
     import numpy as np, pandas as pd, torch, tempfile
     if a.threads: torch.set_num_threads(a.threads)
     from fastai.torch_core import set_seed
@@ -44,6 +48,8 @@ def main():
     from ich_nbdev.metrics import metrics_summary
     from ich_nbdev.core import SUBTYPES
     from ich_nbdev.sequence import series_features, _split_series, _fit_seq, train_seq, SeriesRows
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sequence import slice_recipe                                        # bench/sequence.py, the one recipe of both
     data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42, mimics=a.mimics)
     cache = synth_cache(size=64, data_dir=data)
     ev = synth_cache(size=64, data_dir=synth_sample(n_studies=a.eval_studies, n_test_studies=1, slices=a.slices, seed=43,
@@ -54,7 +60,7 @@ def main():
              if k in ('kind', 'hidden', 'layers', 'epochs', 'bs', 'lr', 'wd')}
     rows = []
     for seed in seeds:
-        recipe = dict(arch='resnet10t', epochs=12, bs=16, lr=3e-3, size=64, seed=seed)      # bench/sequence.py --compare's
+        recipe = slice_recipe(seed, ema=a.ema)                               # bench/sequence.py --compare's, by default
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             single, base = (load_model(cached_model(f'ctx-course-k{k}', cache, **recipe, **({} if k == 1 else dict(context=k))))

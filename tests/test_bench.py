@@ -91,6 +91,7 @@ def test_sequence_compare_bad_settings(args, message):
     (['--studies', '20'], 'bench/sequence_oof.py: needs at least 25 studies (five folds of patients) of at least 3 slices'),
     (['--eval-studies', '3'], 'bench/sequence_oof.py: eval-studies must be at least 10, not 3'),
     (['--threads', '0'], 'bench/sequence_oof.py: threads must be at least 1, not 0'),
+    (['--ema', '-0.5'], 'bench/sequence_oof.py: ema must be at least 0 and below 1, not -0.5'),
 ])
 def test_sequence_oof_bad_settings(args, message):
     r = run(sys.executable, 'bench/sequence_oof.py', *args)
