@@ -247,36 +247,49 @@ def _patient_groups(patients:np.ndarray, seed:int, remedy:str, # the patient of 
     group = {p: i % min(n_splits, len(up)) for i, p in enumerate(up)}
     return np.array([group[p] for p in patients])
 
+# %% ../nbs/14_sequence.ipynb #7787c628
+def _prior_weights(y:np.ndarray, prior:float|None) -> np.ndarray:
+    "Weight per row: positives and negatives reweighted so that the labels' prevalence becomes `prior` (1 where one label is absent)."
+    pv = y.mean() if len(y) else 0.
+    if prior is None or not 0 < pv < 1: return np.ones(len(y))
+    return np.where(y > 0, prior / pv, (1 - prior) / (1 - pv))
+
 def fit_platt(logit:np.ndarray, y:np.ndarray, # `(N, C)` logits and 0/1 labels
               ridge:float=1.0, steps:int=30, # pull towards scale 1, shift 0; Newton steps
+              prior=None, # `(C,)` prevalence to calibrate to, the rows reweighted (prior correction); None: the labels' own
              ) -> tuple[np.ndarray, np.ndarray]:
     "Per class scale and shift of the logits that minimise the log loss (Platt scaling): two `(C,)` arrays."
     x, y, ab = np.asarray(logit, np.float64), np.asarray(y, np.float64), np.tile([1., 0.], (np.shape(logit)[1], 1))
     for j in range(x.shape[1]):
         X, yj = np.stack([x[:, j], np.ones(len(x))], 1), y[:, j]
-        loss = lambda w: (np.logaddexp(0, X @ w) - yj * (X @ w)).sum() + ridge / 2 * ((w - [1., 0.])**2).sum()
+        wt = _prior_weights(yj, None if prior is None else float(np.asarray(prior)[j]))
+        loss = lambda w: (wt * (np.logaddexp(0, X @ w) - yj * (X @ w))).sum() + ridge / 2 * ((w - [1., 0.])**2).sum()
         for _ in range(steps):                                   # Newton's method, the step halved until the loss falls
             p = 0.5 * (1 + np.tanh(X @ ab[j] / 2))                  # the sigmoid, without overflow
-            g = X.T @ (p - yj) + ridge * (ab[j] - [1., 0.])
-            d, f0 = np.linalg.solve((X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2), g), loss(ab[j])
+            g = X.T @ (wt * (p - yj)) + ridge * (ab[j] - [1., 0.])
+            d, f0 = np.linalg.solve((X * (wt * p * (1 - p))[:, None]).T @ X + ridge * np.eye(2), g), loss(ab[j])
             while loss(ab[j] - d) > f0 and np.abs(d).max() > 1e-9: d = d / 2
             ab[j] -= d
     return ab[:, 0].astype(np.float32), ab[:, 1].astype(np.float32)
 
 # %% ../nbs/14_sequence.ipynb #c8a7aef5
-def _calibrated_cv(logit:np.ndarray, y:np.ndarray, groups:np.ndarray) -> np.ndarray:
+def _calibrated_cv(logit:np.ndarray, y:np.ndarray, groups:np.ndarray, # `(N, C)` logits and labels; a group per row
+                   prior=None, # `(C,)` prevalence to calibrate to (`fit_platt`); None: that of the other groups' labels
+                  ) -> np.ndarray:
     "Cross-fitted `(N, C)` probabilities: each group's logits scaled and shifted by `fit_platt` on the other groups."
     p = np.zeros(logit.shape, np.float32)
     for k in np.unique(groups):
-        s, t = fit_platt(logit[groups != k], y[groups != k])
+        s, t = fit_platt(logit[groups != k], y[groups != k], prior=prior)
         p[groups == k] = 1 / (1 + np.exp(-(logit[groups == k] * s + t)))
     return p
 
-def _calibrate(net:SeqNet, val:SeriesRows, patients:np.ndarray, seed:int) -> np.ndarray:
+def _calibrate(net:SeqNet, val:SeriesRows, patients:np.ndarray, seed:int, # the stage; validation series, their patients
+               prior=None, # `(C,)` prevalence to calibrate to (`fit_platt`); None: the validation series'
+              ) -> np.ndarray:
     "Fit `net`'s calibration on the validation series (in place); their cross-fitted `(N, 6)` probabilities."
     lv, yv = np.concatenate(net.predict_series(val.feats, logits=True)), np.concatenate(val.ys)
-    p = _calibrated_cv(lv, yv, np.repeat(_patient_groups(patients, seed, 'calibrate'), [len(f) for f in val.feats]))
-    s, t = fit_platt(lv, yv)
+    p = _calibrated_cv(lv, yv, np.repeat(_patient_groups(patients, seed, 'calibrate'), [len(f) for f in val.feats]), prior)
+    s, t = fit_platt(lv, yv, prior=prior)
     with torch.no_grad(): net.cal_scale.copy_(torch.as_tensor(s)); net.cal_shift.copy_(torch.as_tensor(t))
     return p
 
@@ -324,7 +337,8 @@ def _train_stage(remedy:str, # one of `REMEDIES` other than 'blend'
                         if remedy == 'remap' else None, remedy=remedy); set_seed(seed, reproducible=True)
     fitted = val if remedy == 'holdout' else _remapped(trn, val) if remedy == 'remap' else trn
     learn = _fit_seq(fitted, val, n_emb, out, **fit, progress=progress)[0]
-    if remedy == 'calibrate': p = _calibrate(learn.model, val, patients, seed)
+    if remedy == 'calibrate':                         # to the prevalence of every series, not of the validation fold's few
+        p = _calibrate(learn.model, val, patients, seed, prior=np.concatenate(list(trn.ys) + list(val.ys)).mean(0))
     if p is None: p = np.concatenate(learn.model.predict_series(val.feats)) if len(val) else np.zeros((0, 6), np.float32)
     return learn, p, fitted
 
