@@ -163,7 +163,7 @@ class MaskedBCE(nn.Module):
 
 # %% ../nbs/14_sequence.ipynb #bea29a45
 REMEDIES = dict(blend=None,                                    # the remap and calibrate stages, their logits averaged (`SeqBlend`)
-                remap=dict(emb_drop=0., logit_noise=0., use_emb=False), # logits only: remapped training folds + validation (see above)
+                remap=dict(emb_drop=0., logit_noise=1.5, use_emb=False), # logits only: remapped training folds + validation, noise per slice (see above)
                 calibrate=dict(emb_drop=0., logit_noise=0.), # trained on the training folds, then calibrated
                 holdout=dict(emb_drop=0., logit_noise=0.),   # trained on series the slice model never saw
                 noise=dict(emb_drop=0.3, logit_noise=1.0), none=dict(emb_drop=0., logit_noise=0.))
