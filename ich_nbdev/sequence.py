@@ -260,9 +260,10 @@ def fit_platt(logit:np.ndarray, y:np.ndarray, # `(N, C)` logits and 0/1 labels
              ) -> tuple[np.ndarray, np.ndarray]:
     "Per class scale and shift of the logits that minimise the log loss (Platt scaling): two `(C,)` arrays."
     x, y, ab = np.asarray(logit, np.float64), np.asarray(y, np.float64), np.tile([1., 0.], (np.shape(logit)[1], 1))
+    prior = None if prior is None else np.asarray(prior, np.float64)
     for j in range(x.shape[1]):
         X, yj = np.stack([x[:, j], np.ones(len(x))], 1), y[:, j]
-        wt = _prior_weights(yj, None if prior is None else float(np.asarray(prior)[j]))
+        wt = _prior_weights(yj, None if prior is None else prior[j])
         loss = lambda w: (wt * (np.logaddexp(0, X @ w) - yj * (X @ w))).sum() + ridge / 2 * ((w - [1., 0.])**2).sum()
         for _ in range(steps):                                   # Newton's method, the step halved until the loss falls
             p = 0.5 * (1 + np.tanh(X @ ab[j] / 2))                  # the sigmoid, without overflow
