@@ -11,6 +11,9 @@ LAB      := $(VENV)/.lab-installed
 OUT      ?= out/demo
 KERNEL   ?= ich_nbdev
 LAB_ARGS ?=
+# pytest processes (pytest-xdist; each test file runs whole in one of them, so the notebooks run one after another and
+# the two-process training tests never share torchrun's port); 0: everything in this process
+TEST_WORKERS ?= 2
 
 .PHONY: demo test venv sync browser lab lab-kernel
 
@@ -34,7 +37,7 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python tools/sync.py --check
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # after editing notebooks: regenerate ich_nbdev/ and README.md, strip notebook metadata
 sync: $(STAMP)
