@@ -4,7 +4,7 @@ import pytest
 
 # Under pytest-xdist (`make test` runs two processes) each process, and what it starts, gets its share of the cores:
 # two processes that each spread torch over every core slow each other down several times over.
-if (n := int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 0) or 0)) > 1 and 'OMP_NUM_THREADS' not in os.environ:
+if (n := int(os.environ.get('PYTEST_XDIST_WORKER_COUNT') or 0)) > 1 and 'OMP_NUM_THREADS' not in os.environ:
     os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // n))
 
 ROOT = Path(__file__).resolve().parents[1]
