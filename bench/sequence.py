@@ -12,13 +12,14 @@ the synthetic sample's three windows at --size px, and a `SeqNet` of --kind over
 Each figure is the median of --warm runs after one warm-up run. On a GPU every run ends with a synchronisation.
 
     python bench/sequence.py --compare [--seeds 42,0,1] [--studies 200] [--slices 12] [--epochs 12] [--train-size 64] [--bs 16] [--lr 3e-3]
-                             [--ema 0] [--seq-epochs 15] [--mimics 4] [--eval-studies 400] [--threads N]
+                             [--ema 0] [--rotate 0] [--shift 0] [--zoom 0] [--seq-epochs 15] [--mimics 4] [--eval-studies 400] [--threads N]
 
 The course's comparison instead: on a synthetic sample of --studies studies of --slices slices (64 px cache) with
 --mimics dense foci per study that look like a bleed on one slice (`dense_foci`: only the neighbouring slice tells), for
 each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained at
 --train-size px with the same recipe and epochs (by default ich-demo's: 12 epochs, batch 16, lr 3e-3, weight decay 0.05,
-prior bias, zero-init; --ema 0.99 adds an average of the weights, `WeightEMA`), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
+prior bias, zero-init; --ema 0.99 adds an average of the weights, `WeightEMA`; --rotate, --shift and --zoom a random
+affine of each training image, `random_affine`), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
 embeddings (blend, the default: the remap and calibrate stages, their logits averaged; remap: the logits of the training
 folds remapped onto the validation series' by rank, the stage trained on them and on the validation series, reading
 logits only, measured by cross-validation over the validation patients; calibrate: trained on the training folds, then scaled and shifted per class on the base model's validation
@@ -37,9 +38,10 @@ from pathlib import Path
 
 def fail(msg): raise SystemExit(f"bench/sequence.py: {msg}")
 
-def slice_recipe(seed:int, epochs:int=12, bs:int=16, lr:float=3e-3, size:int=64, ema:float=0.) -> dict:
+def slice_recipe(seed:int, epochs:int=12, bs:int=16, lr:float=3e-3, size:int=64, ema:float=0.,
+                 rotate:float=0., shift:float=0., zoom:float=0.) -> dict:
     "The slice models' recipe of --compare (ich-demo's by default) for `cached_model`; bench/sequence_oof.py trains its own with it."
-    return dict(arch='resnet10t', epochs=epochs, bs=bs, lr=lr, size=size, seed=seed, ema=ema)
+    return dict(arch='resnet10t', epochs=epochs, bs=bs, lr=lr, size=size, seed=seed, ema=ema, rotate=rotate, shift=shift, zoom=zoom)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,6 +56,8 @@ def main():
     ap.add_argument('--bs', type=int, default=16); ap.add_argument('--lr', type=float, default=3e-3)
     ap.add_argument('--mimics', type=float, default=4.0); ap.add_argument('--eval-studies', type=int, default=400)
     ap.add_argument('--ema', type=float, default=0.)
+    ap.add_argument('--rotate', type=float, default=0.); ap.add_argument('--shift', type=float, default=0.)
+    ap.add_argument('--zoom', type=float, default=0.)
     a = ap.parse_args()
     if a.compare: return compare(a)
     if a.size < 32: fail(f"size must be at least 32, not {a.size}")
@@ -110,6 +114,10 @@ def compare(a):
     if a.threads is not None and a.threads < 1: fail(f"threads must be at least 1, not {a.threads}")
     if a.eval_studies != 0 and a.eval_studies < 10: fail(f"eval-studies must be 0 (off) or at least 10, not {a.eval_studies}")
     if not 0 <= a.ema < 1: fail(f"ema must be at least 0 and below 1, not {a.ema}")
+    from ich_nbdev.learner import check_affine
+    from ich_nbdev.core import UsageError
+    try: check_affine(a.rotate, a.shift, a.zoom, lambda n: '--' + n)
+    except UsageError as e: fail(str(e))
     if a.threads: import torch; torch.set_num_threads(a.threads)
     out = Path(a.out or tempfile.mkdtemp(prefix='seq-compare-'))
     data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42, mimics=a.mimics)
@@ -117,7 +125,8 @@ def compare(a):
     measure = held_out(a, cache) if a.eval_studies else (lambda path: {})
     rows = []
     for seed in seeds:
-        recipe = slice_recipe(seed, epochs=a.epochs, bs=a.bs, lr=a.lr, size=a.train_size, ema=a.ema)
+        recipe = slice_recipe(seed, epochs=a.epochs, bs=a.bs, lr=a.lr, size=a.train_size, ema=a.ema, rotate=a.rotate, shift=a.shift,
+                              zoom=a.zoom)
         for name, k in (('single slice', 1), (f'2.5D (K={a.context})', a.context)):
             t = time.time()
             m = cached_model(f'ctx-course-k{k}', cache, **recipe, **({} if k == 1 else dict(context=k)))   # reused when trained

@@ -6,7 +6,7 @@ Docs: https://ich-nbdev.github.io/ich_nbdev/learner.html.md"""
 
 # %% ../nbs/08_learner.ipynb #1e89f972
 from __future__ import annotations
-import contextlib, hashlib, inspect, json, os, shutil, socket, time, uuid, warnings
+import contextlib, hashlib, inspect, json, math, os, shutil, socket, time, uuid, warnings
 from pathlib import Path
 
 import ich_nbdev                                  # first: its __init__ hides a torch notice that importing fastai prints
@@ -32,12 +32,12 @@ import timm
 
 # %% auto #0
 __all__ = ['LOSSES', 'OPTIMIZERS', 'HEADS', 'ARCH', 'LR', 'FROM_SCRATCH', 'FINE_TUNE', 'COURSE_MODELS', 'synth_cache',
-           'CacheRows', 'CacheDL', 'CacheBatchTfm', 'channel_stats', 'LearnerSetupError', 'open_train_cache',
-           'check_folds', 'cache_dls', 'loader_speed', 'WeightedBCE', 'ich_loss', 'ich_metrics', 'start_settings',
-           'check_arch', 'set_prior_bias', 'zero_init_residual', 'context_start', 'centre_context_init', 'ich_learner',
-           'EpochLines', 'training_progress', 'predict_rows', 'predict_images', 'training_provenance',
-           'record_provenance', 'check_train_args', 'WeightEMA', 'train_model', 'ich_train', 'cached_model',
-           'course_cache', 'course_model']
+           'CacheRows', 'CacheDL', 'random_affine', 'check_affine', 'CacheBatchTfm', 'channel_stats',
+           'LearnerSetupError', 'open_train_cache', 'check_folds', 'cache_dls', 'loader_speed', 'WeightedBCE',
+           'ich_loss', 'ich_metrics', 'start_settings', 'check_arch', 'set_prior_bias', 'zero_init_residual',
+           'context_start', 'centre_context_init', 'ich_learner', 'EpochLines', 'training_progress', 'predict_rows',
+           'predict_images', 'training_provenance', 'record_provenance', 'check_train_args', 'WeightEMA', 'train_model',
+           'ich_train', 'cached_model', 'course_cache', 'course_model']
 
 # %% ../nbs/08_learner.ipynb #f4ea154d
 from .core import (SUBTYPES, cache_root, show_progress, cli_errors, check_arg, UsageError, atomic_write,
@@ -134,16 +134,44 @@ class CacheDL(DataLoader):
         return super().new(dataset, cls, **{'weights': self.weights if dataset is None else None, **kwargs})
 
 # %% ../nbs/08_learner.ipynb #09586dd4
+def random_affine(x:torch.Tensor, # `(N, C, H, W)` batch (uint8 or float)
+                  rotate:float=0., # largest rotation, degrees either way
+                  shift:float=0., # largest shift, a fraction of the side, each axis either way
+                  zoom:float=0., # largest zoom in or out, a fraction of the size
+                 ) -> torch.Tensor:
+    "Each image rotated, shifted and zoomed at random within the limits (all its channels alike), bilinear, zeros outside; float."
+    n, dev = x.shape[0], x.device
+    a = (torch.rand(n, device=dev) * 2 - 1) * math.radians(rotate)
+    s = 1 + (torch.rand(n, device=dev) * 2 - 1) * zoom
+    t = (torch.rand(n, 2, device=dev) * 2 - 1) * 2 * shift     # affine_grid's units: the side is 2
+    c, si = torch.cos(a) / s, torch.sin(a) / s
+    theta = torch.stack([torch.stack([c, -si, t[:, 0]], 1), torch.stack([si, c, t[:, 1]], 1)], 1)
+    xf = x.to(torch.float32)
+    grid = F.affine_grid(theta, list(xf.shape), align_corners=False)
+    return F.grid_sample(xf, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+
+def check_affine(rotate:float=0., shift:float=0., zoom:float=0.,
+                 o=lambda n: n, # how a setting is named where it was given (`--rotate` on the command line)
+                ):
+    "Refuse limits of `random_affine` out of range, in one line that names the setting."
+    for name, v, hi, unit in (('rotate', rotate, 180, 'degrees either way'), ('shift', shift, 0.5, 'a fraction of the side'),
+                              ('zoom', zoom, 0.5, 'a fraction of the size')):
+        if not (isinstance(v, (int, float)) and 0 <= v <= hi):
+            raise UsageError(f"{o(name)} must be between 0 and {hi:g} ({unit}; 0: none), not {v!r}")
+
 class CacheBatchTfm:
-    "Batch transform on the device: to float, random horizontal flip (train only), normalise, resize."
+    "Batch transform on the device: to float, random affine and horizontal flip (train only), normalise, resize."
     def __init__(self, mean, std, # per-channel statistics of the uint8 values / 255
                  flip:bool=False, # flip a random half of each batch
                  size:int|None=None, # resize to this side (None: keep the cache's)
+                 rotate:float=0., shift:float=0., zoom:float=0., # random affine per image, up to: degrees, fraction of the side, fraction of the size
                 ):
         self.mean, self.std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-        self.flip, self.size = flip, size
+        self.flip, self.size, self.rotate, self.shift, self.zoom = flip, size, rotate, shift, zoom
     def __call__(self, b):
         x, *rest = b
+        aff = [getattr(self, k, 0.) for k in ('rotate', 'shift', 'zoom')]   # transforms pickled before the affine have none
+        if any(aff): x = random_affine(x, *aff)             # float from here
         if self.flip:                                      # flip the uint8 batch: a quarter of the memory traffic
             m = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(m[:, None, None, None], x.flip(-1), x)
@@ -238,8 +266,10 @@ def cache_dls(cache_dir, # a finished cache with a labelled `train` split
               device=None, # default: the GPU when there is one
               seed:int=42, # fold assignment
               context:int=1, # slices of context K (odd): each slice with the K-1 around it along z as extra channels
+              rotate:float=0., shift:float=0., zoom:float=0., # training batches' random affine (`CacheBatchTfm`); 0: none
              ) -> DataLoaders:
     "Train/valid `DataLoaders` from a cache: patient-grouped folds, batches read in one pass, device-side flips."
+    check_affine(rotate, shift, zoom)
     cache_dir, info, idx = open_train_cache(cache_dir)
     chans = _channel_indices(info['channels'], windows)
     context = check_context(context)
@@ -251,7 +281,7 @@ def cache_dls(cache_dir, # a finished cache with a labelled `train` split
     w = _balance_weights(trn.y) if balanced else None
     dls = DataLoaders(
         CacheDL(trn, bs=bs, shuffle=True, drop_last=len(trn) > bs, num_workers=num_workers, weights=w, device=device,
-                after_batch=CacheBatchTfm(mean, std, flip=True, size=size)),
+                after_batch=CacheBatchTfm(mean, std, flip=True, size=size, rotate=rotate, shift=shift, zoom=zoom)),
         CacheDL(val, bs=bs*2, shuffle=False, num_workers=num_workers, device=device,
                 after_batch=CacheBatchTfm(mean, std, flip=False, size=size)), device=device)
     dls.ich = _dls_settings(cache_dir, info, idx, chans, size, valid_fold, n_folds, seed, mean, std, context)
@@ -586,7 +616,7 @@ def check_train_args(cache_dir, # the training cache
                      arch:str=ARCH, windows=None, size:int|None=None, epochs:int=5, bs:int=32, lr:float|None=LR,
                      loss:str='bce', opt:str='radam', head:str='fastai', pretrained=False, valid_fold:int=0, n_folds:int=5,
                      num_workers:int=0, wd:float|None=None, drop_path:float=0., accum:int=1, max_steps:int|None=None,
-                     resume:bool=False, context:int=1, ema:float=0.,
+                     resume:bool=False, context:int=1, ema:float=0., rotate:float=0., shift:float=0., zoom:float=0.,
                      cli:bool=False, # name the settings as `ich-train`'s options (`--valid-fold`) rather than as parameters
                     ):
     "Refuse, before any work, settings `train_model` cannot use: one message naming the setting and what to give instead."
@@ -596,6 +626,7 @@ def check_train_args(cache_dir, # the training cache
     if ema is None or not 0 <= ema < 1:
         raise UsageError(f"{o('ema')} must be at least 0 and below 1, not {ema!r}; it is the weight of the old average of "
                          "the weights at each step (0: off; 0.99: about the last 100 steps)")
+    check_affine(rotate, shift, zoom, o)
     _, info, idx = open_train_cache(cache_dir)
     _channel_indices(info['channels'], windows)
     check_folds(idx, valid_fold, n_folds, names=(o('valid_fold'), o('n_folds')))
@@ -716,23 +747,26 @@ def train_model(cache_dir, # a finished cache with labels
                 cbs=None, # more fastai callbacks for the fit
                 context:int=1, # slices of context K (odd; 1: the slice alone): K × C input channels (`cache_dls`)
                 ema:float=0., # `WeightEMA`'s decay per optimiser step (0: off; 0.99: about the last 100 steps): the model is the average
+                rotate:float=0., shift:float=0., zoom:float=0., # random affine of each training image, up to (`random_affine`); 0: none
                ) -> dict:
     "Train on a cache and write `history.csv`, `model.pkl`, `valid_preds.csv`, `metrics.json` and figures to `out`."
     check_train_args(cache_dir, out, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss, opt=opt,
                      head=head, pretrained=pretrained, valid_fold=valid_fold, n_folds=n_folds, num_workers=num_workers,
-                     wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context, ema=ema)
+                     wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context, ema=ema,
+                     rotate=rotate, shift=shift, zoom=zoom)
     out = Path(out).expanduser().absolute()     # fastai joins `learn.path` with file names: a relative folder would appear twice
     init_distributed()                          # under torchrun / accelerate launch: join the others (see A2_scale)
     main = is_main()                            # only rank 0 writes
     set_seed(seed + int(os.environ.get('RANK', 0)), reproducible=True)   # Python's random (fastai's batch order), NumPy, torch
     dls = cache_dls(cache_dir, windows=windows, valid_fold=valid_fold, n_folds=n_folds, bs=bs, size=size,
-                    balanced=balanced, num_workers=num_workers, seed=seed, context=context)
+                    balanced=balanced, num_workers=num_workers, seed=seed, context=context, rotate=rotate, shift=shift, zoom=zoom)
+    affine = {k: v for k, v in dict(rotate=rotate, shift=shift, zoom=zoom).items() if v}   # none: the keys of before the affine
     learn = ich_learner(dls, arch, pretrained=pretrained, loss=loss, opt=opt, head=head, path=out, prior_bias=prior_bias,
                         zero_init=zero_init, wd=wd, drop_path=drop_path)
     settings = settings_fingerprint(cache_dir, arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=lr, loss=loss,
                                     opt=opt, head=head, balanced=balanced, valid_fold=valid_fold, n_folds=n_folds, seed=seed,
                                     prior_bias=prior_bias, zero_init=zero_init, wd=wd, drop_path=drop_path, accum=accum,
-                                    max_steps=max_steps, context=context, **({'ema': ema} if ema else {}))
+                                    max_steps=max_steps, context=context, **({'ema': ema} if ema else {}), **affine)
     state = load_checkpoint(out/CHECKPOINT, settings) if resume else None
     if state is not None: restore_learner(learn, state)
     if main: out.mkdir(parents=True, exist_ok=True)   # only once data and model are ready: a refused setting leaves no folder
@@ -747,7 +781,7 @@ def train_model(cache_dir, # a finished cache with labels
     preds = _valid_preds(val, p)
     if main: write_table_atomic(preds, out/'valid_preds.csv')
     summary = _train_summary(learn, dls, val, p, dict(arch=arch, lr=lr, epochs=epochs, bs=bs), dict(
-        loss=loss, opt=opt, head=head, pretrained=bool(pretrained)), dict(drop_path=drop_path, ema=ema, flip_tta=flip_tta, seed=seed,
+        loss=loss, opt=opt, head=head, pretrained=bool(pretrained)), dict(drop_path=drop_path, ema=ema, **affine, flip_tta=flip_tta, seed=seed,
         valid_fold=valid_fold, n_folds=n_folds), train_secs, seen, accum, max_steps, ckpt, start, context)
     if main: _write_train_outputs(learn, cache_dir, summary, out, val, p)
     return dict(summary, learn=learn, valid_preds=preds, out=out)
@@ -783,13 +817,17 @@ def ich_train(cache_dir:str, # a cache from ich-prepare with a labelled train sp
               max_steps:int=None, # stop after this many optimiser steps in all, then validate and write everything (a trial run)
               context:int=1, # slices of context, odd: 1 the slice alone, 3 with the slice above and below as extra channels (2.5D)
               ema:float=0., # keep an exponential moving average of the weights, this decay per step (0: off; 0.99: about the last 100 steps); the saved model is the average
+              rotate:float=0., # rotate each training image at random, up to this many degrees either way (0: none)
+              shift:float=0., # shift each training image at random, up to this fraction of its side along each axis (0: none)
+              zoom:float=0., # zoom each training image in or out at random, up to this fraction (0: none)
              ):
     "Train a model on a cache; write the log, the exported model, validation predictions and metrics to OUT."
     with cli_errors('ich-train'):
         pre = {'false': False, 'true': True}.get(str(pretrained).lower(), pretrained)
         kw = dict(arch=arch, windows=windows, size=size, epochs=epochs, bs=bs, lr=None if lr_find else lr, loss=loss,
                   opt=opt, head=head, pretrained=pre, valid_fold=valid_fold, n_folds=n_folds, num_workers=workers,
-                  wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context, ema=ema)
+                  wd=wd, drop_path=drop_path, accum=accum, max_steps=max_steps, resume=resume, context=context, ema=ema,
+                  rotate=rotate, shift=shift, zoom=zoom)
         check_train_args(cache_dir, out, **kw, cli=True)
         r = train_model(cache_dir, out, **kw, balanced=balanced, seed=seed, progress=not quiet, flip_tta=flip_tta,
                         prior_bias=False if no_prior_bias else None, zero_init=False if no_zero_init else None)
@@ -804,6 +842,8 @@ def _key_settings(arguments:dict) -> dict:
     "The settings of `train_model` that name a cached model, with the starting values they imply."
     settings = {k: v for k, v in arguments.items() if k not in ('cache_dir', 'out', 'progress')}
     if settings.get('context') == 1: del settings['context']      # single slices: the same key as before `context` existed
+    for k in ('rotate', 'shift', 'zoom'):                          # no affine: the same key as before it existed
+        if not settings.get(k): settings.pop(k, None)
     if not settings.get('ema'): settings.pop('ema', None)        # no average: the same key as before `ema` existed
     elif context_start(settings['pretrained'], settings.get('context', 1)) == 'centre': settings['context_init'] = 'centre'
     settings.update(start_settings(settings['pretrained'], settings['prior_bias'], settings['zero_init'], settings['wd']))

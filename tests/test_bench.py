@@ -81,6 +81,7 @@ def test_forms_bad_settings(args, message):
     (['--compare', '--seeds', 'a,b'], "bench/sequence.py: seeds must be whole numbers separated by commas, not 'a,b'"),
     (['--compare', '--eval-studies', '5'], 'bench/sequence.py: eval-studies must be 0 (off) or at least 10, not 5'),
     (['--compare', '--ema', '1'], 'bench/sequence.py: ema must be at least 0 and below 1, not 1.0'),
+    (['--compare', '--zoom', '0.9'], 'bench/sequence.py: --zoom must be between 0 and 0.5 (a fraction of the size; 0: none), not 0.9'),
 ])
 def test_sequence_compare_bad_settings(args, message):
     r = run(sys.executable, 'bench/sequence.py', *args)

@@ -75,6 +75,10 @@ BAD = [  # (arguments after the cache, words the one-line message must hold)
     (['--arch', 'ghostnet_050', '--drop-path', '0.1'], "'ghostnet_050' has no stochastic depth (drop_path); use drop_path=0"),
     (['--ema', '1'], '--ema must be at least 0 and below 1, not 1.0; it is the weight of the old average of the weights'),
     (['--ema', '-0.5'], '--ema must be at least 0 and below 1, not -0.5'),
+    (['--rotate', '-10'], '--rotate must be between 0 and 180 (degrees either way; 0: none), not -10.0'),
+    (['--rotate', '400'], '--rotate must be between 0 and 180 (degrees either way; 0: none), not 400.0'),
+    (['--shift', '0.6'], '--shift must be between 0 and 0.5 (a fraction of the side; 0: none), not 0.6'),
+    (['--zoom', '-0.1'], '--zoom must be between 0 and 0.5 (a fraction of the size; 0: none), not -0.1'),
     (['--out', 'a_file.txt'], '--out a_file.txt is a file; give a folder'),
 ]
 
@@ -141,6 +145,18 @@ def test_relative_paths_log_lines_and_seed(work):
     r3 = ich_train('cache', *QUICK, '--seed', '8', '--out', 'm8', '--quiet', cwd=work)
     assert r3.returncode == 0, r3.stderr
     assert not np.allclose(history(work/'m8').to_numpy(float), first.to_numpy(float))
+
+def test_random_affine(work):
+    "--rotate, --shift and --zoom move the training images (another run than without them) and are recorded; off by default."
+    r = ich_train('cache', *QUICK, '--epochs', '1', '--seed', '3', '--rotate', '10', '--shift', '0.025', '--zoom', '0.08',
+                  '--out', 'aff', '--quiet', cwd=work)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((work/'aff'/'metrics.json').read_text())
+    assert (m['rotate'], m['shift'], m['zoom']) == (10.0, 0.025, 0.08)
+    r0 = ich_train('cache', *QUICK, '--epochs', '1', '--seed', '3', '--out', 'plain', '--quiet', cwd=work)
+    assert r0.returncode == 0, r0.stderr
+    assert 'rotate' not in json.loads((work/'plain'/'metrics.json').read_text())
+    assert not np.allclose(history(work/'aff').to_numpy(float), history(work/'plain').to_numpy(float))
 
 def test_weighted_bce_trains(work):
     r = ich_train('cache', *QUICK, '--loss', 'weighted_bce', '--epochs', '1', '--out', 'wb', '--quiet', cwd=work)
