@@ -159,6 +159,8 @@ def check_affine(rotate:float=0., shift:float=0., zoom:float=0.,
         if not (isinstance(v, (int, float)) and 0 <= v <= hi):
             raise UsageError(f"{o(name)} must be between 0 and {hi:g} ({unit}; 0: none), not {v!r}")
 
+
+# %% ../nbs/08_learner.ipynb #919db3ec
 class CacheBatchTfm:
     "Batch transform on the device: to float, random affine and horizontal flip (train only), normalise, resize."
     def __init__(self, mean, std, # per-channel statistics of the uint8 values / 255
@@ -269,10 +271,8 @@ def cache_dls(cache_dir, # a finished cache with a labelled `train` split
               rotate:float=0., shift:float=0., zoom:float=0., # training batches' random affine (`CacheBatchTfm`); 0: none
              ) -> DataLoaders:
     "Train/valid `DataLoaders` from a cache: patient-grouped folds, batches read in one pass, device-side flips."
-    check_affine(rotate, shift, zoom)
-    cache_dir, info, idx = open_train_cache(cache_dir)
-    chans = _channel_indices(info['channels'], windows)
-    context = check_context(context)
+    check_affine(rotate, shift, zoom); cache_dir, info, idx = open_train_cache(cache_dir)
+    chans, context = _channel_indices(info['channels'], windows), check_context(context)
     check_folds(idx, valid_fold, n_folds)
     fold = patient_folds(idx, n_folds=n_folds, seed=seed).to_numpy()
     trn, val = _fold_rows(cache_dir, idx, chans, context, fold, valid_fold)
