@@ -3,10 +3,11 @@ winners did (one slice model per fold; the sequence stage trained on each slice'
 saw it), at its price on this machine.
 
     python bench/sequence_oof.py [--seeds 42,0,1] [--studies 200] [--slices 12] [--mimics 4] [--eval-studies 400] [--ema 0]
-                                 [--threads N]
+                                 [--rotate 0] [--shift 0] [--zoom 0] [--threads N]
 
 For each seed, on the synthetic sample and recipe of `bench/sequence.py --compare` (resnet10t, 12 epochs at 64 px,
-batch 16, lr 3e-3; --ema 0.99 adds its average of the weights, as `--compare --ema 0.99` does; its single-slice and 2.5D
+batch 16, lr 3e-3; --ema 0.99 adds its average of the weights and --rotate/--shift/--zoom its random affine of the
+training images, as they do for `--compare`; its single-slice and 2.5D
 models are taken from the model cache when that command trained them with the same settings):
 the base 2.5D model holds fold 0 out; four more 2.5D models are trained with the same recipe, each holding out one of
 folds 1-4, so that every training slice has features from a model that never saw it. Then, all measured on the
@@ -31,6 +32,8 @@ def main():
     ap.add_argument('--slices', type=int, default=12); ap.add_argument('--mimics', type=float, default=4.0)
     ap.add_argument('--eval-studies', type=int, default=400); ap.add_argument('--threads', type=int, default=None)
     ap.add_argument('--ema', type=float, default=0.)
+    ap.add_argument('--rotate', type=float, default=0.); ap.add_argument('--shift', type=float, default=0.)
+    ap.add_argument('--zoom', type=float, default=0.)
     a = ap.parse_args()
     try: seeds = [int(s) for s in a.seeds.split(',')]
     except ValueError: fail(f"seeds must be whole numbers separated by commas, not {a.seeds!r}")
@@ -38,6 +41,10 @@ def main():
     if a.eval_studies < 10: fail(f"eval-studies must be at least 10, not {a.eval_studies}")
     if a.threads is not None and a.threads < 1: fail(f"threads must be at least 1, not {a.threads}")
     if not 0 <= a.ema < 1: fail(f"ema must be at least 0 and below 1, not {a.ema}")
+    from ich_nbdev.learner import check_affine
+    from ich_nbdev.core import UsageError
+    try: check_affine(a.rotate, a.shift, a.zoom, lambda n: '--' + n)
+    except UsageError as e: fail(str(e))
     import numpy as np, pandas as pd, torch, tempfile
     if a.threads: torch.set_num_threads(a.threads)
     from fastai.torch_core import set_seed
@@ -60,7 +67,7 @@ def main():
              if k in ('kind', 'hidden', 'layers', 'epochs', 'bs', 'lr', 'wd')}
     rows = []
     for seed in seeds:
-        recipe = slice_recipe(seed, ema=a.ema)                               # bench/sequence.py --compare's, by default
+        recipe = slice_recipe(seed, ema=a.ema, rotate=a.rotate, shift=a.shift, zoom=a.zoom)   # bench/sequence.py --compare's
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             single, base = (load_model(cached_model(f'ctx-course-k{k}', cache, **recipe, **({} if k == 1 else dict(context=k))))

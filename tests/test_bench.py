@@ -93,6 +93,7 @@ def test_sequence_compare_bad_settings(args, message):
     (['--eval-studies', '3'], 'bench/sequence_oof.py: eval-studies must be at least 10, not 3'),
     (['--threads', '0'], 'bench/sequence_oof.py: threads must be at least 1, not 0'),
     (['--ema', '-0.5'], 'bench/sequence_oof.py: ema must be at least 0 and below 1, not -0.5'),
+    (['--rotate', '200'], 'bench/sequence_oof.py: --rotate must be between 0 and 180 (degrees either way; 0: none), not 200.0'),
 ])
 def test_sequence_oof_bad_settings(args, message):
     r = run(sys.executable, 'bench/sequence_oof.py', *args)
