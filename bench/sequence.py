@@ -19,7 +19,8 @@ The course's comparison instead: on a synthetic sample of --studies studies of -
 each seed (folds, initial weights, batch order), a single-slice and a 2.5D (--context) resnet10t trained at
 --train-size px with the same recipe and epochs (by default ich-demo's: 12 epochs, batch 16, lr 3e-3, weight decay 0.05,
 prior bias, zero-init; --ema 0.99 adds an average of the weights, `WeightEMA`; --rotate, --shift and --zoom a random
-affine of each training image, `random_affine`), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
+affine of each training image, `random_affine`; --studies 300 --epochs 8 takes as many steps as 200 and 12 over more
+patients, the setting of the benchmarks appendix's last comparison), then the sequence stage (--kind) on the 2.5D model with each remedy against over-confident
 embeddings (blend, the default: the remap and calibrate stages, their logits averaged; remap: the logits of the training
 folds remapped onto the validation series' by rank, the stage trained on them and on the validation series, reading
 logits only, measured by cross-validation over the validation patients; calibrate: trained on the training folds, then scaled and shifted per class on the base model's validation
