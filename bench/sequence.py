@@ -44,6 +44,14 @@ def slice_recipe(seed:int, epochs:int=12, bs:int=16, lr:float=3e-3, size:int=64,
     "The slice models' recipe of --compare (ich-demo's by default) for `cached_model`; bench/sequence_oof.py trains its own with it."
     return dict(arch='resnet10t', epochs=epochs, bs=bs, lr=lr, size=size, seed=seed, ema=ema, rotate=rotate, shift=shift, zoom=zoom)
 
+def recipe_problem(a) -> str | None:
+    "What is wrong with --ema, --rotate, --shift and --zoom of the slice recipe (None: nothing); bench/sequence_oof.py asks too."
+    if not 0 <= a.ema < 1: return f"ema must be at least 0 and below 1, not {a.ema}"
+    from ich_nbdev.learner import check_affine
+    from ich_nbdev.core import UsageError
+    try: check_affine(a.rotate, a.shift, a.zoom, lambda n: '--' + n)
+    except UsageError as e: return str(e)
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--arch', default='resnet10t'); ap.add_argument('--size', type=int, default=128)
@@ -114,11 +122,7 @@ def compare(a):
     if not 0 <= a.mimics <= 50: fail(f"mimics must be between 0 and 50 foci per study, not {a.mimics}")
     if a.threads is not None and a.threads < 1: fail(f"threads must be at least 1, not {a.threads}")
     if a.eval_studies != 0 and a.eval_studies < 10: fail(f"eval-studies must be 0 (off) or at least 10, not {a.eval_studies}")
-    if not 0 <= a.ema < 1: fail(f"ema must be at least 0 and below 1, not {a.ema}")
-    from ich_nbdev.learner import check_affine
-    from ich_nbdev.core import UsageError
-    try: check_affine(a.rotate, a.shift, a.zoom, lambda n: '--' + n)
-    except UsageError as e: fail(str(e))
+    if problem := recipe_problem(a): fail(problem)
     if a.threads: import torch; torch.set_num_threads(a.threads)
     out = Path(a.out or tempfile.mkdtemp(prefix='seq-compare-'))
     data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42, mimics=a.mimics)

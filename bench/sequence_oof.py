@@ -40,11 +40,9 @@ def main():
     if a.slices < 3 or a.studies < 25: fail("needs at least 25 studies (five folds of patients) of at least 3 slices")
     if a.eval_studies < 10: fail(f"eval-studies must be at least 10, not {a.eval_studies}")
     if a.threads is not None and a.threads < 1: fail(f"threads must be at least 1, not {a.threads}")
-    if not 0 <= a.ema < 1: fail(f"ema must be at least 0 and below 1, not {a.ema}")
-    from ich_nbdev.learner import check_affine
-    from ich_nbdev.core import UsageError
-    try: check_affine(a.rotate, a.shift, a.zoom, lambda n: '--' + n)
-    except UsageError as e: fail(str(e))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sequence import slice_recipe, recipe_problem                        # bench/sequence.py, the one recipe of both
+    if problem := recipe_problem(a): fail(problem)
     import numpy as np, pandas as pd, torch, tempfile
     if a.threads: torch.set_num_threads(a.threads)
     from fastai.torch_core import set_seed
@@ -55,8 +53,6 @@ def main():
     from ich_nbdev.metrics import metrics_summary
     from ich_nbdev.core import SUBTYPES
     from ich_nbdev.sequence import series_features, _split_series, _fit_seq, train_seq, SeriesRows
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from sequence import slice_recipe                                        # bench/sequence.py, the one recipe of both
     data = synth_sample(n_studies=a.studies, n_test_studies=20, slices=a.slices, seed=42, mimics=a.mimics)
     cache = synth_cache(size=64, data_dir=data)
     ev = synth_cache(size=64, data_dir=synth_sample(n_studies=a.eval_studies, n_test_studies=1, slices=a.slices, seed=43,
